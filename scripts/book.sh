@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Build the whole book, executing every chapter; warnings (and failed cells) are errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
+.venv/bin/jupyter-book build . -W -n --keep-going "$@"
+echo "book: open _build/html/index.html"

@@ -1,0 +1,1 @@
+"""Grading machinery: the impl switch, readable comparisons, per-chapter checks, the grade command."""

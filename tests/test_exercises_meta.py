@@ -1,0 +1,142 @@
+"""The exercise machinery itself: stubs raise, stubs match solutions, checks catch wrong answers.
+
+These run whatever ``--impl`` says: they look at exercises/ and solutions/ directly.
+"""
+import ast
+import importlib.util
+import inspect
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparse_core.grading.checks import CHAPTER_MODULES, all_chapters, load_chapter
+from sparse_core.grading.impl import load_exercise
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = all_chapters()
+
+
+def _exercise_functions(path: Path) -> dict[str, str]:
+    """function name -> exercise number, for every 'Exercise N.M' function in a file."""
+    out = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            m = re.match(r"Exercise (\d+\.\d+)\b", ast.get_docstring(node) or "")
+            if m:
+                out[node.name] = m.group(1)
+    return out
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
+def test_every_stub_raises_not_implemented(chapter):
+    module = load_exercise(ROOT / "exercises", chapter.slug)
+    functions = _exercise_functions(ROOT / "exercises" / chapter.slug / "exercise.py")
+    assert functions, "no exercises found"
+    for name, number in functions.items():
+        fn = getattr(module, name)
+        dummy = [None] * sum(p.default is inspect.Parameter.empty for p in inspect.signature(fn).parameters.values())
+        with pytest.raises(NotImplementedError, match=rf"^Exercise {re.escape(number)}: {name}$"):
+            fn(*dummy)
+
+
+def test_stubs_are_generated_from_solutions():
+    assert _load_script("make_stubs").main(["--check"]) == 0, "run: python scripts/make_stubs.py"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
+def test_exercise_files_are_complete(chapter):
+    path = ROOT / "solutions" / chapter.slug / "exercise.py"
+    functions = _exercise_functions(path)
+    module = load_exercise(ROOT / "solutions", chapter.slug)
+    checked = chapter.exercises()
+    assert set(checked.values()) == set(functions), "every exercise has checks, every check an exercise"
+    for name, number in functions.items():
+        assert checked[number] == name
+        doc = inspect.getdoc(getattr(module, name))
+        assert re.search(r"roughly \d+ lines?", doc), f"{name}: docstring needs a 'roughly N lines' hint"
+        assert "Example" in doc and "Args" in doc or "Count" in doc, f"{name}: docstring needs shapes and an example"
+        assert name in module.__all__
+        assert number.startswith(f"{chapter.number}.")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
+def test_chapter_defines_every_exercise(chapter):
+    notebooks = list((ROOT / "book").glob(f"ch{chapter.number:02d}_*.ipynb"))
+    assert len(notebooks) == 1, notebooks
+    text = "".join("".join(c["source"]) for c in json.loads(notebooks[0].read_text())["cells"])
+    for number, name in chapter.exercises().items():
+        assert f"Exercise {number}" in text, f"{notebooks[0].name} does not define Exercise {number}"
+        assert name in text
+    assert f"exercises/{chapter.slug}/exercise.py" in text
+
+
+def test_chapter_registry_matches_folders():
+    folders = {p.parent.name for p in (ROOT / "solutions").glob("ch*/exercise.py")}
+    assert folders == set(CHAPTER_MODULES)
+    assert folders == {p.parent.name for p in (ROOT / "exercises").glob("ch*/exercise.py")}
+    assert {c.slug for c in CHAPTERS} == folders
+    for slug in folders:
+        assert (ROOT / "tests" / "graded" / f"test_{slug}.py").is_file()
+
+
+def _mutants(slug):
+    path = ROOT / "tests" / "mutants" / f"{slug}.py"
+    spec = importlib.util.spec_from_file_location(f"_mutants_{slug}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.MUTANTS
+
+
+MUTANT_CASES = [
+    pytest.param(c, number, fn, id=f"{number}-{fn.__name__}")
+    for c in CHAPTERS for number, fns in _mutants(c.slug).items() for fn in fns
+]
+
+
+@pytest.mark.parametrize("chapter,number,mutant", MUTANT_CASES)
+def test_checks_reject_plausible_wrong_answers(chapter, number, mutant):
+    checks = [c for c in chapter.checks if c.exercise == number]
+    caught = []
+    for check in checks:
+        try:
+            with np.errstate(all="ignore"):
+                check.run(mutant)
+        except AssertionError as exc:
+            caught.append((check.name, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a crash also scores zero
+            caught.append((check.name, f"{type(exc).__name__}: {exc}"))
+    assert caught, f"no check of Exercise {number} rejects the wrong answer {mutant.__name__}"
+    for _, message in caught:
+        assert message.strip(), "failures must explain themselves"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
+def test_every_exercise_has_mutants(chapter):
+    assert set(_mutants(chapter.slug)) == set(chapter.exercises())
+
+
+def test_reference_solutions_pass_every_check():
+    for chapter in CHAPTERS:
+        module = load_exercise(ROOT / "solutions", chapter.slug)
+        for check in chapter.checks:
+            check.run(getattr(module, check.function))
+
+
+def test_wrong_mask_message_draws_the_grid():
+    chapter = load_chapter("ch01_dense")
+    check = next(c for c in chapter.checks if c.exercise == "1.2")
+    mutants = {fn.__name__: fn for fn in _mutants("ch01_dense")["1.2"]}
+    with pytest.raises(AssertionError) as info:
+        check.run(mutants["causal_upper"])
+    text = str(info.value)
+    assert "yours" in text and "expected" in text and "#." in text and "!" in text

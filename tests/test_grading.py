@@ -1,0 +1,110 @@
+"""The grade command: points table, wrong answers, errors, timeouts and crashes never stop it."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparse_core.cli import main
+from sparse_core.grading.runner import format_report, run_grading
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _student(tmp_path: Path) -> Path:
+    """A copy of the solutions with one exercise wrong, one crashing, one raising, two hanging."""
+    folder = tmp_path / "student"
+    shutil.copytree(ROOT / "solutions", folder)
+    path = folder / "ch01_dense" / "exercise.py"
+    src = path.read_text()
+    replacements = [
+        # 1.2: wrong causal direction
+        ("return np.arange(n_k)[None, :] <= np.arange(n_q)[:, None]",
+         "return np.arange(n_k)[None, :] >= np.arange(n_q)[:, None]"),
+        # 1.4: a loop that ignores the timeout signal (needs the hard kill)
+        ("    b, n, d_model = x.shape\n",
+         "    import signal\n    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
+         "    while True:\n        pass\n    b, n, d_model = x.shape\n"),
+        # 1.5: takes the whole process down
+        ("    scale = 1.0 / np.sqrt(q.shape[-1])\n    n_k", "    import os\n    os._exit(3)\n    n_k"),
+        # 1.6: an ordinary infinite loop (stopped by the per-test timeout)
+        ("    if causal:\n        full = min(n_q, n_k)", "    while True:\n        pass\n    if causal:\n        full = min(n_q, n_k)"),
+        # 1.3: raises an unexpected error
+        ("    d = q.shape[-1]\n", "    d = q.shape[-1] + undefined_name\n"),
+    ]
+    for old, new in replacements:
+        assert old in src, old
+        src = src.replace(old, new, 1)
+    path.write_text(src)
+    return folder
+
+
+def test_grading_survives_wrong_answers_errors_timeouts_and_crashes(tmp_path):
+    report = run_grading(impl=str(_student(tmp_path)), root=ROOT, timeout=2, grace=2)
+    by_ex = {}
+    for r in report.results:
+        by_ex.setdefault(r.exercise, []).append(r)
+    assert sorted(by_ex) == ["1.1", "1.2", "1.3", "1.4", "1.5", "1.6"]
+    statuses = {ex: {r.status for r in rs} for ex, rs in by_ex.items()}
+    assert statuses["1.1"] == {"passed"}
+    assert statuses["1.2"] == {"wrong"}
+    assert statuses["1.3"] == {"error"}
+    assert statuses["1.4"] == {"timeout"}
+    assert "crashed" in statuses["1.5"] and statuses["1.5"] <= {"crashed"}
+    assert statuses["1.6"] == {"timeout"}
+    assert report.earned == sum(r.points for r in by_ex["1.1"]) == 4 and report.total == 21
+    assert "NameError" in by_ex["1.3"][0].message and "exercise.py" in by_ex["1.3"][0].message
+    text = format_report(report)
+    assert "Chapter 1: Dense attention and its cost" in text
+    assert "Total: 4 / 21 points" in text
+    for word in ("wrong answer", "timed out", "crashed", "raised an error", "yours", "expected"):
+        assert word in text
+
+
+def test_grade_cli_on_solutions_full_marks_and_json(tmp_path, capsys):
+    out = tmp_path / "grade.json"
+    code = main(["grade", "--impl", "solutions", "--chapter", "1", "--json", str(out), "--fail-under", "100"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    data = json.loads(out.read_text())
+    assert data["earned"] == data["total"] > 0
+    assert "Total: 21 / 21 points" in text
+
+
+def test_grade_cli_on_stubs_reports_not_started(capsys):
+    code = main(["grade", "--impl", "exercises", "--exercise", "1.2", "--fail-under", "50"])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "not started" in text and "Total: 0 / 2 points" in text
+
+
+def test_grade_cli_bad_impl_is_a_clear_error(capsys):
+    assert main(["grade", "--impl", "/no/such/folder"]) == 2
+    assert "expected 'exercises', 'solutions' or an existing folder" in capsys.readouterr().err
+
+
+def test_cli_help_and_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "grade" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["cost", "--n", "0"])
+    assert info.value.code == 2
+    assert "expected a positive whole number" in capsys.readouterr().err
+
+
+def test_cli_cost_and_info(capsys):
+    assert main(["cost", "--n", "1024", "--d", "64", "--heads", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "8,388,608" in out  # 8 heads * 1024^2 pairs
+    assert main(["info"]) == 0
+    assert "numba" in capsys.readouterr().out
+
+
+def test_module_entry_point_runs():
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "sparse_core", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "grade" in proc.stdout
