@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
+# Notebooks choose their own (inline) matplotlib backend; do not force one here.
+export PYDEVD_DISABLE_FILE_VALIDATION=1
 .venv/bin/jupyter-book build . -W -n --keep-going "$@"
 echo "book: open _build/html/index.html"

@@ -108,7 +108,10 @@ def _softmax_parts(backend, s, keep):
 
         if keep is not None:
             s = torch.where(keep, s, torch.tensor(-torch.inf, dtype=s.dtype, device=s.device))
-        m = s.amax(dim=-1, keepdim=True).detach()
+        if s.shape[-1] == 0:  # no keys at all: every row is fully masked
+            m = torch.full(s.shape[:-1] + (1,), -torch.inf, dtype=s.dtype, device=s.device)
+        else:
+            m = s.amax(dim=-1, keepdim=True).detach()
         m_safe = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
         p = torch.exp(s - m_safe)
         l = p.sum(dim=-1, keepdim=True)

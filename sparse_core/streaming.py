@@ -104,7 +104,7 @@ def streaming_attention(
             s = np.matmul(qi, kt[..., :, k0:k1]) * dtype.type(scale)
             cols = np.arange(k0, k1)[None, :]
             keep = None
-            if causal:
+            if causal and k1 - 1 > q0:  # only tiles that cross the diagonal need the mask
                 keep = cols <= rows
             if mask_arr is not None:
                 tile = _slice_tile(mask_arr, q0, q1, k0, k1)

@@ -173,3 +173,11 @@ def test_weights_and_masked_softmax_rows_sum_to_one_or_zero():
 def test_bad_input_names_the_argument(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         ref.attention(**kwargs)
+
+
+@pytest.mark.parametrize("to", [np.asarray, torch.from_numpy])
+def test_no_keys_gives_zeros_and_neg_inf_lse(to):
+    q, k, v = (to(x) for x in _qkv(15, (2,), 3, 0, 4, 5))
+    out, lse = ref.attention(q, k, v, return_lse=True)
+    assert tuple(out.shape) == (2, 3, 5) and (np.asarray(out) == 0).all()
+    assert np.isneginf(np.asarray(lse)).all()
