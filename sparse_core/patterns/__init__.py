@@ -1,0 +1,38 @@
+"""Sparsity patterns: the vocabulary of the course.
+
+Every constructor returns a :class:`Pattern` with ``mask_mod`` (FlexAttention-compatible),
+``to_dense`` and ``to_layout`` (see :mod:`sparse_core.patterns.base`). One module per family:
+
+=====================  ===============================================================
+module                 constructors
+=====================  ===============================================================
+``base``               ``dense``, ``causal``, ``union``, ``intersection``, ``per_head``
+``local``              ``sliding_window``, ``dilated``, ``block_local``
+``strided``            ``strided``, ``fixed``
+``axial``              ``axial``
+``global_tokens``      ``global_tokens``
+``random_attention``   ``random_pattern``
+``longformer``         ``longformer``
+``bigbird``            ``bigbird``
+``topk``               ``topk``
+``deepspeed``          ``deepspeed_fixed``, ``deepspeed_variable``, ``deepspeed_bigbird``,
+                       ``deepspeed_bslongformer``
+``plots``              ``plot_mask``, ``plot_layout``, ``plot_reach``, ``hops``
+=====================  ===============================================================
+"""
+from .axial import axial
+from .base import Pattern, causal, dense, intersection, per_head, union
+from .bigbird import bigbird, sample_plan
+from .global_tokens import global_tokens
+from .layout import BlockLayout
+from .local import block_local, dilated, sliding_window
+from .longformer import longformer
+from .random_attention import random_pattern
+from .strided import fixed, strided
+from .topk import topk
+
+__all__ = [
+    "Pattern", "BlockLayout", "dense", "causal", "union", "intersection", "per_head",
+    "sliding_window", "dilated", "block_local", "strided", "fixed", "axial", "global_tokens",
+    "random_pattern", "longformer", "bigbird", "sample_plan", "topk",
+]
