@@ -25,7 +25,10 @@ fi
 stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
     echo "setup: installing pinned dependencies into .venv (about a minute)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+    # DeepSpeed is only used to check our DeepSpeed-equivalent layouts; DS_BUILD_OPS=0 keeps it
+    # a pure-Python install (no CUDA extensions are built).
+    DS_BUILD_OPS=0 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        -c constraints.txt -e ".[dev,deepspeed]"
     echo "$stamp" > .venv/.setup-stamp
 else
     echo "setup: .venv is up to date"

@@ -17,7 +17,8 @@ def _split(spec: str) -> tuple[str, str]:
 
 def _pyproject() -> dict[str, str]:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    specs = data["project"]["dependencies"] + data["project"]["optional-dependencies"]["dev"]
+    extras = data["project"]["optional-dependencies"]
+    specs = data["project"]["dependencies"] + extras["dev"] + extras["deepspeed"]
     return dict(_split(s) for s in specs)
 
 
