@@ -121,7 +121,8 @@ def _softmax_parts(backend, s, keep):
     # max over an empty allowed set is -inf; keep it finite for the shift.
     m = s.max(axis=-1, keepdims=True) if s.shape[-1] else np.full(s.shape[:-1] + (1,), -np.inf)
     m_safe = np.where(np.isneginf(m), 0.0, m)
-    p = np.exp(s - m_safe)
+    with np.errstate(invalid="ignore"):  # inf - inf = NaN: inf inputs propagate as NaN, as in dense attention
+        p = np.exp(s - m_safe)
     l = p.sum(axis=-1, keepdims=True)
     return p, l, m
 

@@ -28,11 +28,12 @@ class RandomPattern(Pattern):
         self._threshold = int(round(self.density * (1 << 32)))
 
     def _mask(self, h, i, j):
-        if not is_tensor(i) and not is_tensor(j):
-            i = np.asarray(i, dtype=np.int64)
-            j = np.asarray(j, dtype=np.int64)
-            h = np.asarray(h, dtype=np.int64)
-        with np.errstate(over="ignore"):
+        if is_tensor(i) or is_tensor(j) or is_tensor(h):  # torch (also under FlexAttention's tracing)
+            return hash32(self.seed, h, i, j) < self._threshold
+        i = np.asarray(i, dtype=np.int64)
+        j = np.asarray(j, dtype=np.int64)
+        h = np.asarray(h, dtype=np.int64)
+        with np.errstate(over="ignore"):  # int64 products wrap; only the low 32 bits are kept
             return hash32(self.seed, h, i, j) < self._threshold
 
     def _name(self):

@@ -1,0 +1,1 @@
+"""Block-sparse attention kernels (Numba). Use them through :mod:`sparse_core.ops`."""

@@ -1,0 +1,192 @@
+"""``block_sparse_attention``: attention that computes only the blocks a ``BlockLayout`` keeps.
+
+CPU only (numpy arrays or CPU torch tensors); the Numba kernels are in
+:mod:`sparse_core.kernels.cpu`. The torch path is a ``torch.autograd.Function`` with a
+FlashAttention-2-style backward, so it trains.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _validation as V
+from .patterns.layout import BlockLayout
+
+__all__ = ["block_sparse_attention", "kernel_tables"]
+
+_TILE_CHUNK = 1 << 22
+
+
+def kernel_tables(layout: BlockLayout) -> dict:
+    """Arrays the kernels need, computed once per layout and cached on it.
+
+    ``tiles[t]`` is the token mask (uint8) of the t-th partial block, ``tile_of[p]`` the tile of
+    kept block ``p`` (-1 when full); ``t_*`` list the same blocks by key block (for dK/dV).
+    """
+    cached = layout.__dict__.get("_kernel_tables")
+    if cached is not None:
+        return cached
+    B = layout.block_size
+    heads, rows, cols = layout.block_heads(), layout.block_rows(), layout.indices.astype(np.int64)
+    partial = np.flatnonzero(~layout.full)
+    tile_of = np.full(layout.nnz, -1, dtype=np.int64)
+    tile_of[partial] = np.arange(partial.size)
+    tiles = np.zeros((max(1, partial.size), B, B), dtype=np.uint8)
+    if partial.size:
+        if layout.pattern is None:
+            raise ValueError("`layout` has partial blocks but no pattern to give their token mask")
+        ar = np.arange(B)
+        step = max(1, _TILE_CHUNK // (B * B))
+        for h in np.unique(heads[partial]):
+            sel = partial[heads[partial] == h]
+            for s in range(0, sel.size, step):
+                part = sel[s:s + step]
+                i = rows[part, None, None] * B + ar[None, :, None]
+                j = cols[part, None, None] * B + ar[None, None, :]
+                valid = (i < layout.n_q) & (j < layout.n_k)
+                m = layout.pattern.mask_mod(0, int(h), np.minimum(i, layout.n_q - 1), np.minimum(j, layout.n_k - 1))
+                tiles[tile_of[part]] = (np.asarray(m) & valid).astype(np.uint8)
+    tr = layout.transpose()
+    order = np.lexsort((rows, cols, heads))
+    tables = {
+        "indptr": np.ascontiguousarray(layout.indptr, dtype=np.int64),
+        "indices": np.ascontiguousarray(layout.indices, dtype=np.int64),
+        "tile_of": tile_of,
+        "tiles": tiles,
+        "t_indptr": np.ascontiguousarray(tr.indptr, dtype=np.int64),
+        "t_indices": np.ascontiguousarray(tr.indices, dtype=np.int64),
+        "t_tile_of": tile_of[order],
+    }
+    layout.__dict__["_kernel_tables"] = tables
+    return tables
+
+
+def _check(q, k, v, layout):
+    backend = V.backend_of(q=q, k=k, v=v)
+    if not isinstance(layout, BlockLayout):
+        raise TypeError(f"`layout` must be a BlockLayout (pattern.to_layout(...)), got {type(layout).__name__}")
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.ndim not in (3, 4):
+            raise ValueError(f"`{name}` must be [batch, heads, n, d] (or [heads, n, d]), got shape {tuple(x.shape)}")
+        if backend == "torch":
+            if x.device.type != "cpu":
+                raise ValueError(f"`{name}` is on {x.device}; block_sparse_attention runs on the CPU only "
+                                 "(the CUDA kernels are separate)")
+            ok = x.dtype in (_torch().float32, _torch().float64)
+        else:
+            ok = x.dtype in (np.float32, np.float64)
+        if not ok:
+            raise TypeError(f"`{name}` must be float32 or float64, got {x.dtype} (cast it first)")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"`q`, `k`, `v` must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.ndim == k.ndim == v.ndim):
+        raise ValueError("`q`, `k`, `v` must have the same number of dimensions")
+    if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
+        raise ValueError(f"batch/head dimensions differ: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"`k` must have the head dimension of `q` ({q.shape[-1]}), got {tuple(k.shape)}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"`v` must have as many rows as `k` ({k.shape[-2]}), got {tuple(v.shape)}")
+    heads = q.shape[-3]
+    if (q.shape[-2], k.shape[-2]) != (layout.n_q, layout.n_k):
+        raise ValueError(f"`layout` is for n_q={layout.n_q}, n_k={layout.n_k}; the inputs have "
+                         f"n_q={q.shape[-2]}, n_k={k.shape[-2]}")
+    if layout.n_heads not in (1, heads):
+        raise ValueError(f"`layout` has {layout.n_heads} heads; the inputs have {heads}")
+    return backend
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _forward_np(q, k, v, layout, scale):
+    from .kernels import cpu
+
+    t = kernel_tables(layout)
+    lead = q.shape[:-2]
+    q3, k3, v3 = (np.ascontiguousarray(x.reshape((-1,) + x.shape[-2:])) for x in (q, k, v))
+    out = np.empty(q3.shape[:2] + (v3.shape[2],), dtype=q3.dtype)
+    lse = np.empty(q3.shape[:2], dtype=q3.dtype)
+    cpu.forward(q3, k3, v3, q3.dtype.type(scale), layout.block_size, layout.n_heads, t["indptr"], t["indices"],
+                t["tile_of"], t["tiles"], out, lse)
+    return out.reshape(lead + out.shape[-2:]), lse.reshape(lead + lse.shape[-1:])
+
+
+def _backward_np(q, k, v, out, lse, dout, layout, scale):
+    from .kernels import cpu
+
+    t = kernel_tables(layout)
+    shape_q, shape_k, shape_v = q.shape, k.shape, v.shape
+    q3, k3, v3, o3, do3 = (np.ascontiguousarray(x.reshape((-1,) + x.shape[-2:])) for x in (q, k, v, out, dout))
+    lse2 = np.ascontiguousarray(lse.reshape(-1, lse.shape[-1]))
+    delta = np.ascontiguousarray((do3.astype(np.float64) * o3).sum(-1).astype(q3.dtype))
+    dq, dk, dv = np.empty_like(q3), np.empty_like(k3), np.empty_like(v3)
+    sc = q3.dtype.type(scale)
+    cpu.backward_dkdv(q3, k3, v3, do3, lse2, delta, sc, layout.block_size, layout.n_heads, t["t_indptr"],
+                      t["t_indices"], t["t_tile_of"], t["tiles"], dk, dv)
+    cpu.backward_dq(q3, k3, v3, do3, lse2, delta, sc, layout.block_size, layout.n_heads, t["indptr"], t["indices"],
+                    t["tile_of"], t["tiles"], dq)
+    return dq.reshape(shape_q), dk.reshape(shape_k), dv.reshape(shape_v)
+
+
+def _make_function():
+    torch = _torch()
+
+    class BlockSparseAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, layout, scale):
+            out, lse = _forward_np(q.detach().contiguous().numpy(), k.detach().contiguous().numpy(),
+                                   v.detach().contiguous().numpy(), layout, scale)
+            out_t, lse_t = torch.from_numpy(out), torch.from_numpy(lse)
+            ctx.save_for_backward(q, k, v, out_t, lse_t)
+            ctx.layout, ctx.scale = layout, scale
+            ctx.mark_non_differentiable(lse_t)
+            return out_t, lse_t
+
+        @staticmethod
+        def backward(ctx, dout, dlse):
+            q, k, v, out, lse = ctx.saved_tensors
+            dq, dk, dv = _backward_np(*(x.detach().contiguous().numpy() for x in (q, k, v, out, lse)),
+                                      dout.contiguous().numpy(), ctx.layout, ctx.scale)
+            return torch.from_numpy(dq), torch.from_numpy(dk), torch.from_numpy(dv), None, None
+
+    return BlockSparseAttention
+
+
+_FUNCTION = None
+
+
+def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: float | None = None,
+                           *, return_lse: bool = False) -> Any:
+    """Attention over the blocks ``layout`` keeps, with the token mask inside partial blocks.
+
+    Parameters
+    ----------
+    q, k, v:
+        ``[batch, heads, n_q, d]``, ``[batch, heads, n_k, d]``, ``[batch, heads, n_k, d_v]`` (or
+        without the batch dimension), float32 or float64, numpy arrays or CPU torch tensors
+        (differentiable). Non-contiguous inputs are copied.
+    layout:
+        ``pattern.to_layout(n_q, n_k, block_size, n_heads)``; ``n_heads`` must equal the inputs'
+        heads, or be 1 to share one layout across heads.
+    scale:
+        Score multiplier, ``1/sqrt(d)`` by default.
+
+    Returns ``out`` ``[..., n_q, d_v]`` in the inputs' dtype (and ``lse`` ``[..., n_q]`` if asked;
+    ``-inf`` on fully masked rows, whose output and gradient are zero).
+    """
+    global _FUNCTION
+    backend = _check(q, k, v, layout)
+    scale = V.check_scale(scale, q.shape[-1])
+    if backend == "numpy":
+        out, lse = _forward_np(q, k, v, layout, scale)
+    else:
+        if _FUNCTION is None:
+            _FUNCTION = _make_function()
+        out, lse = _FUNCTION.apply(q, k, v, layout, scale)
+    return (out, lse) if return_lse else out
