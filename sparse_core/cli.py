@@ -4,6 +4,7 @@ Commands:
   grade   grade your exercises (points per chapter and exercise)
   cost    FLOPs and memory of dense attention for given sizes
   info    versions, threads and paths of this installation
+  bench   measurements behind the book: ``bench layouts`` (see sparse_core.bench)
 """
 from __future__ import annotations
 
@@ -86,6 +87,10 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    return args.bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sparse_core",
@@ -119,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="versions, threads and paths")
     i.set_defaults(func=_cmd_info)
+
+    from .bench import TARGETS, add_target_parsers
+
+    b = sub.add_parser("bench", help="benchmarks: " + ", ".join(TARGETS),
+                       description="Measure parts of the library; each target writes JSON, a plot and a README.")
+    add_target_parsers(b, _positive_int)
+    b.set_defaults(func=_cmd_bench)
     return parser
 
 

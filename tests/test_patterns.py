@@ -266,3 +266,11 @@ def test_combining_different_head_counts_is_an_error():
         P.dilated(1, [1, 2]) | P.fixed(8, 2, num_patterns=3)
     with pytest.raises(TypeError, match="Pattern objects"):
         P.union(P.causal(), "window")
+
+
+def test_random_pattern_same_mask_for_int32_and_int64_indices():
+    p = P.random_pattern(0.3, seed=5)
+    i = torch.arange(64, dtype=torch.int32)[:, None]
+    j = torch.arange(64, dtype=torch.int32)[None, :]
+    got = p.mask_mod(0, torch.tensor(1, dtype=torch.int32), i, j)
+    np.testing.assert_array_equal(got.numpy(), p.to_dense(64, 64, 2)[1])

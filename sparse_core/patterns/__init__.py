@@ -17,7 +17,8 @@ module                 constructors
 ``topk``               ``topk``
 ``deepspeed``          ``deepspeed_fixed``, ``deepspeed_variable``, ``deepspeed_bigbird``,
                        ``deepspeed_bslongformer``
-``plots``              ``plot_mask``, ``plot_layout``, ``plot_reach``, ``hops``
+``plots``              ``plot_mask``, ``plot_layout``, ``plot_reach``, ``hops`` (import
+                       ``sparse_core.patterns.plots``; it loads matplotlib)
 =====================  ===============================================================
 """
 from .axial import axial

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover
     torch = None
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
-_TILE_BUDGET = 1 << 22  # token pairs evaluated at once when a tile must be looked at
+_TILE_BUDGET = 1 << 20  # token pairs evaluated at once when a tile must be looked at (bounds memory)
 
 
 # ---------------------------------------------------------------------------- small helpers

@@ -29,6 +29,10 @@ class RandomPattern(Pattern):
 
     def _mask(self, h, i, j):
         if is_tensor(i) or is_tensor(j) or is_tensor(h):  # torch (also under FlexAttention's tracing)
+            import torch
+
+            # the hash needs 64-bit arithmetic: int32 indices would overflow and sign-extend
+            i, j, h = (x.to(torch.int64) if is_tensor(x) else x for x in (i, j, h))
             return hash32(self.seed, h, i, j) < self._threshold
         i = np.asarray(i, dtype=np.int64)
         j = np.asarray(j, dtype=np.int64)
