@@ -8,7 +8,7 @@ and with what an ``n x n`` bool mask would take. It writes ``layouts.json``, ``l
 (build time and memory against ``n``, log-log) and a ``README.md`` into ``--out``.
 
 ``random_pattern`` has no closed form: every block is classified by evaluating its hash on all
-``block_size**2`` pairs, so its build time grows like ``n**2`` (about a minute at 65536 tokens on
+``block_size**2`` pairs, so its build time grows like ``n**2`` (tens of seconds at 65536 tokens on
 a laptop core). It is measured up to ``--random-max-n`` and reported as skipped, with an
 ``n**2`` extrapolation, above it.
 """
