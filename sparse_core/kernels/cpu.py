@@ -1,43 +1,85 @@
 """Numba CPU kernels for block-sparse attention over a :class:`~sparse_core.patterns.BlockLayout`.
 
-Shapes: ``q [BH, n_q, d]``, ``k [BH, n_k, d]``, ``v [BH, n_k, d_v]`` (batch and heads flattened,
-``bh = b * n_heads + h``; head ``h`` uses the layout's head ``h``), contiguous, float32 or float64.
+Layout of the arguments (prepared by :mod:`sparse_core.ops`): inputs are padded to whole blocks
+and stored tile by tile, so every tile product is one contiguous BLAS call (``np.dot`` inside
+Numba calls SciPy's BLAS):
 
-Forward (one task per (bh, query block), in parallel): an online softmax over the kept key
-blocks -- running maximum ``m``, normaliser ``l`` and un-normalised output ``acc`` per row --
-with the token mask applied inside partial blocks. Returns ``out`` and the per-row log-sum-exp
-``lse`` (``-inf`` for a fully masked row, whose output is 0).
+* ``qp [BH, n_qb * B, d]`` queries, ``kT [BH, n_kb, d, B]`` keys transposed per tile,
+  ``kt [BH, n_kb, B, d]`` keys per tile, ``vt [BH, n_kb, B, d_v]`` and ``vT [BH, n_kb, d_v, B]``
+  values per tile (``bh = b * n_heads + h``; head ``h`` uses the layout's head ``h``);
+* ``indptr``/``indices`` the layout by query block, ``t_indptr``/``t_indices`` by key block;
+  ``tile_of[p]`` the token mask (``tiles``, uint8) of kept block ``p`` or -1 for a full block.
 
-Backward as in FlashAttention-2: probabilities are recomputed from ``lse``
-(``P = exp(S - lse)``), ``D = rowsum(dO * O)``, ``dS = P * (dO V^T - D)``. ``dK``/``dV`` are
-accumulated by one task per (bh, key block) walking the layout by columns; ``dQ`` by one task
-per (bh, query block) walking it by rows. Every output block has exactly one writer, so the
+Forward, one task per (bh, query block): online softmax over the kept key blocks in base 2
+(scores are pre-multiplied by ``scale * log2(e)``; a vectorisable polynomial ``exp2`` is used in
+float32, ``math.exp2`` in float64). Returns ``out`` and ``lse`` (natural log; ``-inf`` for a
+fully masked row, whose output is 0). NaN scores (or inf - inf from inf inputs) give NaN rows.
+
+Backward as in FlashAttention-2: ``P = exp(S - lse)`` is recomputed, ``D = rowsum(dO * O)``,
+``dS = P * (dO V^T - D)``. ``dK``/``dV``: one task per (bh, key block) over the query blocks that
+keep it; ``dQ``: one task per (bh, query block). Each output tile has exactly one writer: the
 parallel loops are race-free without atomics.
-
-Token masks of partial blocks are passed as ``tiles [n_tiles, B, B]`` (uint8, 1 = keep);
-``tile_of[p]`` is the tile of kept block ``p`` or -1 for a full block.
 """
 from __future__ import annotations
 
 import math
+import os
 
-import numpy as np
-from numba import njit, prange
+# Each Numba task calls BLAS on small tiles from its own thread; a multi-threaded BLAS inside
+# that parallel region only oversubscribes the cores (and OpenBLAS warns about OpenMP loops).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+_FM = {"contract", "reassoc", "arcp"}  # no 'nnan'/'ninf': NaN and -inf must keep their meaning
 
 
-@njit(cache=True, inline="always")
-def _scores(q, k, bh, r0, nr, c0, nc, scale, s):
-    d = q.shape[2]
+@njit(cache=True, fastmath=_FM)
+def _exp2_rows(s, nr, nc, shift, ibuf, fbuf, rowsum, poly):
+    """s[i, j] <- 2 ** (s[i, j] - shift[i]) for j < nc (0 beyond nc and where the result < 2**-126).
+
+    ``poly``: float32 fast path -- a degree-6 polynomial for 2**f on [0, 1) times 2**n built from
+    the exponent bits, which LLVM vectorises; otherwise ``math.exp2`` (exact to rounding).
+    """
+    B = s.shape[1]
     for i in range(nr):
-        for j in range(nc):
-            acc = 0.0
-            for x in range(d):
-                acc += q[bh, r0 + i, x] * k[bh, c0 + j, x]
-            s[i, j] = acc * scale
+        mi = shift[i]
+        tot = s.dtype.type(0.0)
+        if poly:
+            for j in range(nc):
+                x = s[i, j] - mi
+                xc = max(x, np.float32(-126.0))
+                n = math.floor(xc)
+                f = xc - n
+                p = np.float32(1.5353362e-4)
+                p = p * f + np.float32(1.3398874e-3)
+                p = p * f + np.float32(9.6184020e-3)
+                p = p * f + np.float32(5.5503450e-2)
+                p = p * f + np.float32(2.4022652e-1)
+                p = p * f + np.float32(6.9314718e-1)
+                p = p * f + np.float32(1.0)
+                ibuf[j] = (np.int32(n) + np.int32(127)) << 23
+                # x <= -126 underflows to 0 (this includes masked -inf); NaN stays NaN
+                s[i, j] = p if x > np.float32(-126.0) else (x if x != x else np.float32(0.0))
+            for j in range(nc):
+                e = s[i, j] * fbuf[j]
+                s[i, j] = e
+                tot += e
+        else:
+            for j in range(nc):
+                e = math.exp2(s[i, j] - mi)
+                s[i, j] = e
+                tot += e
+        for j in range(nc, B):
+            s[i, j] = 0.0
+        rowsum[i] = tot
 
 
 @njit(cache=True)
-def _apply_tile(s, tiles, tid, nr, nc):
+def _mask_tile(s, tiles, tid, nr, nc):
     if tid >= 0:
         for i in range(nr):
             for j in range(nc):
@@ -45,132 +87,134 @@ def _apply_tile(s, tiles, tid, nr, nc):
                     s[i, j] = -np.inf
 
 
-@njit(parallel=True, cache=True)
-def forward(q, k, v, scale, block, n_heads, indptr, indices, tile_of, tiles, out, lse):
-    BH, n_q, _ = q.shape
-    n_k = k.shape[1]
-    dv = v.shape[2]
+@njit(parallel=True, cache=True, fastmath=_FM)
+def forward(qp, kT, vt, scale2, block, n_heads, n_q, n_k, indptr, indices, tile_of, tiles, out, lse, poly):
+    BH = qp.shape[0]
+    dv = vt.shape[3]
     n_qb = indptr.shape[1] - 1
+    dt = qp.dtype.type
     for task in prange(BH * n_qb):
         bh = task // n_qb
         qb = task % n_qb
         h = bh % n_heads
         r0 = qb * block
         nr = min(block, n_q - r0)
-        m = np.full(block, -np.inf)
-        l = np.zeros(block)
-        nan_row = np.zeros(block, dtype=np.bool_)
-        acc = np.zeros((block, dv))
-        s = np.empty((block, block))
+        Q = qp[bh, r0:r0 + block] * scale2
+        m = np.full(block, -np.inf, dtype=qp.dtype)
+        l = np.zeros(block, dtype=qp.dtype)
+        bad = np.zeros(block, dtype=np.bool_)
+        acc = np.zeros((block, dv), dtype=qp.dtype)
+        ibuf = np.empty(block, dtype=np.int32)
+        fbuf = ibuf.view(np.float32)
+        rs = np.empty(block, dtype=qp.dtype)
+        mnew = np.empty(block, dtype=qp.dtype)
+        alpha = np.empty(block, dtype=qp.dtype)
         for p in range(indptr[h, qb], indptr[h, qb + 1]):
-            c0 = indices[p] * block
-            nc = min(block, n_k - c0)
-            _scores(q, k, bh, r0, nr, c0, nc, scale, s)
-            _apply_tile(s, tiles, tile_of[p], nr, nc)
+            kb = indices[p]
+            nc = min(block, n_k - kb * block)
+            S = np.dot(Q, kT[bh, kb])
+            _mask_tile(S, tiles, tile_of[p], nr, nc)
             for i in range(nr):
-                mx = -np.inf
+                mx = m[i]
                 for j in range(nc):
-                    x = s[i, j]
+                    x = S[i, j]
                     if x != x:
-                        nan_row[i] = True
+                        bad[i] = True
                     elif x > mx:
                         mx = x
-                m_new = max(m[i], mx)
-                if m_new == -np.inf:
-                    continue  # nothing allowed in this row yet
-                alpha = math.exp(m[i] - m_new)
-                total = 0.0
-                for j in range(nc):
-                    e = math.exp(s[i, j] - m_new)
-                    s[i, j] = e
-                    total += e
-                l[i] = l[i] * alpha + total
+                if mx == -np.inf:  # nothing allowed in this row so far: every weight is 0
+                    mnew[i] = 0.0
+                    alpha[i] = 1.0
+                else:
+                    mnew[i] = mx
+                    alpha[i] = dt(2.0) ** (m[i] - mx)  # 0 when m[i] = -inf
+                    m[i] = mx
+            _exp2_rows(S, nr, nc, mnew, ibuf, fbuf, rs, poly)
+            PV = np.dot(S, vt[bh, kb])
+            for i in range(nr):
+                a = alpha[i]
+                l[i] = l[i] * a + rs[i]
                 for c in range(dv):
-                    a = acc[i, c] * alpha
-                    for j in range(nc):
-                        a += s[i, j] * v[bh, c0 + j, c]
-                    acc[i, c] = a
-                m[i] = m_new
+                    acc[i, c] = acc[i, c] * a + PV[i, c]
         for i in range(nr):
-            if nan_row[i] or l[i] != l[i]:  # NaN scores, or inf - inf from inf inputs: propagate
+            if bad[i] or l[i] != l[i]:
                 for c in range(dv):
                     out[bh, r0 + i, c] = np.nan
                 lse[bh, r0 + i] = np.nan
-            elif l[i] > 0.0:
-                inv = 1.0 / l[i]
+            elif l[i] > 0:
+                inv = dt(1.0) / l[i]
                 for c in range(dv):
                     out[bh, r0 + i, c] = acc[i, c] * inv
-                lse[bh, r0 + i] = m[i] + math.log(l[i])
+                lse[bh, r0 + i] = (m[i] + math.log2(l[i])) * LN2
             else:
                 for c in range(dv):
                     out[bh, r0 + i, c] = 0.0
                 lse[bh, r0 + i] = -np.inf
 
 
-@njit(cache=True)
-def _probs_and_ds(q, k, v, do, lse, delta, bh, r0, nr, c0, nc, scale, tiles, tid, p_blk, ds_blk):
-    """Recompute P for one block from lse, and dS = P * (dO V^T - D)."""
-    _scores(q, k, bh, r0, nr, c0, nc, scale, p_blk)
-    _apply_tile(p_blk, tiles, tid, nr, nc)
-    dv = v.shape[2]
+@njit(cache=True, fastmath=_FM)
+def _probs(Q2, kT_tile, lse2, r0, nr, nc, tiles, tid, ibuf, fbuf, rs, poly):
+    """P of one block (zero rows where lse = -inf), recomputed from the base-2 lse."""
+    S = np.dot(Q2, kT_tile)
+    _mask_tile(S, tiles, tid, nr, nc)
+    shift = lse2[r0:r0 + S.shape[0]].copy()
     for i in range(nr):
-        li = lse[bh, r0 + i]
-        for j in range(nc):
-            if li == -np.inf:
-                p_blk[i, j] = 0.0
-            else:
-                p_blk[i, j] = math.exp(p_blk[i, j] - li)
-        for j in range(nc):
-            dp = 0.0
-            for c in range(dv):
-                dp += do[bh, r0 + i, c] * v[bh, c0 + j, c]
-            ds_blk[i, j] = p_blk[i, j] * (dp - delta[bh, r0 + i])
+        if shift[i] == -np.inf:
+            for j in range(nc):
+                S[i, j] = -np.inf
+            shift[i] = 0.0
+    _exp2_rows(S, nr, nc, shift, ibuf, fbuf, rs, poly)
+    for i in range(nr, S.shape[0]):
+        for j in range(S.shape[1]):
+            S[i, j] = 0.0
+    return S
 
 
-@njit(parallel=True, cache=True)
-def backward_dkdv(q, k, v, do, lse, delta, scale, block, n_heads, t_indptr, t_indices, t_tile_of, tiles, dk, dv_out):
-    """dK, dV: one task per (bh, key block); t_* is the layout listed by key block."""
-    BH, n_q, d = q.shape
-    n_k = k.shape[1]
-    dv = v.shape[2]
+@njit(parallel=True, cache=True, fastmath=_FM)
+def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n_q, n_k,
+                  t_indptr, t_indices, t_tile_of, tiles, dk, dv_out, poly):
+    BH = qp.shape[0]
+    d = qp.shape[2]
+    dv = vT.shape[2]
     n_kb = t_indptr.shape[1] - 1
     for task in prange(BH * n_kb):
         bh = task // n_kb
         kb = task % n_kb
         h = bh % n_heads
-        c0 = kb * block
-        nc = min(block, n_k - c0)
-        p_blk = np.empty((block, block))
-        ds_blk = np.empty((block, block))
-        acc_k = np.zeros((block, d))
-        acc_v = np.zeros((block, dv))
+        nc = min(block, n_k - kb * block)
+        acc_k = np.zeros((block, d), dtype=qp.dtype)
+        acc_v = np.zeros((block, dv), dtype=qp.dtype)
+        ibuf = np.empty(block, dtype=np.int32)
+        fbuf = ibuf.view(np.float32)
+        rs = np.empty(block, dtype=qp.dtype)
         for p in range(t_indptr[h, kb], t_indptr[h, kb + 1]):
             r0 = t_indices[p] * block
             nr = min(block, n_q - r0)
-            _probs_and_ds(q, k, v, do, lse, delta, bh, r0, nr, c0, nc, scale, tiles, t_tile_of[p], p_blk, ds_blk)
-            for j in range(nc):
-                for c in range(dv):
-                    a = 0.0
-                    for i in range(nr):
-                        a += p_blk[i, j] * do[bh, r0 + i, c]
-                    acc_v[j, c] += a
-                for x in range(d):
-                    a = 0.0
-                    for i in range(nr):
-                        a += ds_blk[i, j] * q[bh, r0 + i, x]
-                    acc_k[j, x] += a
+            Q = qp[bh, r0:r0 + block]
+            P = _probs(Q * scale2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, t_tile_of[p], ibuf, fbuf, rs, poly)
+            dO = dop[bh, r0:r0 + block]
+            acc_v += np.dot(P.T, dO)
+            dS = np.dot(dO, vT[bh, kb])  # dP
+            for i in range(nr):
+                di = delta[bh, r0 + i]
+                for j in range(block):
+                    dS[i, j] = P[i, j] * (dS[i, j] - di)
+            for i in range(nr, block):
+                for j in range(block):
+                    dS[i, j] = 0.0
+            acc_k += np.dot(dS.T, Q)
         for j in range(nc):
             for x in range(d):
-                dk[bh, c0 + j, x] = acc_k[j, x] * scale
+                dk[bh, kb * block + j, x] = acc_k[j, x] * scale
             for c in range(dv):
-                dv_out[bh, c0 + j, c] = acc_v[j, c]
+                dv_out[bh, kb * block + j, c] = acc_v[j, c]
 
 
-@njit(parallel=True, cache=True)
-def backward_dq(q, k, v, do, lse, delta, scale, block, n_heads, indptr, indices, tile_of, tiles, dq):
-    """dQ: one task per (bh, query block)."""
-    BH, n_q, d = q.shape
-    n_k = k.shape[1]
+@njit(parallel=True, cache=True, fastmath=_FM)
+def backward_dq(qp, kt, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n_q, n_k,
+                indptr, indices, tile_of, tiles, dq, poly):
+    BH = qp.shape[0]
+    d = qp.shape[2]
     n_qb = indptr.shape[1] - 1
     for task in prange(BH * n_qb):
         bh = task // n_qb
@@ -178,19 +222,22 @@ def backward_dq(q, k, v, do, lse, delta, scale, block, n_heads, indptr, indices,
         h = bh % n_heads
         r0 = qb * block
         nr = min(block, n_q - r0)
-        p_blk = np.empty((block, block))
-        ds_blk = np.empty((block, block))
-        acc = np.zeros((block, d))
+        Q2 = qp[bh, r0:r0 + block] * scale2
+        dO = dop[bh, r0:r0 + block]
+        acc = np.zeros((block, d), dtype=qp.dtype)
+        ibuf = np.empty(block, dtype=np.int32)
+        fbuf = ibuf.view(np.float32)
+        rs = np.empty(block, dtype=qp.dtype)
         for p in range(indptr[h, qb], indptr[h, qb + 1]):
-            c0 = indices[p] * block
-            nc = min(block, n_k - c0)
-            _probs_and_ds(q, k, v, do, lse, delta, bh, r0, nr, c0, nc, scale, tiles, tile_of[p], p_blk, ds_blk)
+            kb = indices[p]
+            nc = min(block, n_k - kb * block)
+            P = _probs(Q2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, tile_of[p], ibuf, fbuf, rs, poly)
+            dS = np.dot(dO, vT[bh, kb])
             for i in range(nr):
-                for x in range(d):
-                    a = 0.0
-                    for j in range(nc):
-                        a += ds_blk[i, j] * k[bh, c0 + j, x]
-                    acc[i, x] += a
+                di = delta[bh, r0 + i]
+                for j in range(block):
+                    dS[i, j] = P[i, j] * (dS[i, j] - di)
+            acc += np.dot(dS, kt[bh, kb])
         for i in range(nr):
             for x in range(d):
                 dq[bh, r0 + i, x] = acc[i, x] * scale
