@@ -172,3 +172,17 @@ def test_every_family_equals_flex_attention_eager(name, pattern, H):
     rows = torch.from_numpy(pattern.to_dense(n, n, H).any(-1))[None]  # flex's output on fully masked rows is 0 too
     torch.testing.assert_close(ours[rows], flex[rows], atol=1e-5, rtol=0)
     assert (ours[~rows] == 0).all()
+
+
+def test_mask_mod_works_in_compiled_flex_attention():
+    """torch.compile(flex_attention) inlines mask_mod on 0-d tensors; it must lower and agree."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    p = P.longformer(16, [0, 5]) | P.random_pattern(0.02, seed=4)
+    n, H = 256, 2
+    q, k, v = (torch.tensor(x) for x in _inputs(14, (1, H, n, 16), n, 16, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bm = create_block_mask(p.mask_mod, None, H, n, n, device="cpu", BLOCK_SIZE=128)
+        flex = torch.compile(flex_attention)(q, k, v, block_mask=bm)
+    torch.testing.assert_close(block_sparse_attention(q, k, v, p.to_layout(n, n, 64, H)), flex, atol=1e-5, rtol=0)

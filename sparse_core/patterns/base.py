@@ -79,9 +79,13 @@ def _ceil_div(a: int, b: int) -> int:
 def _broadcast_bool(result: Any, i: Any, j: Any) -> Any:
     if is_tensor(result) or is_tensor(i) or is_tensor(j):
         t = [x for x in (result, i, j) if is_tensor(x)][0]
-        result = torch.as_tensor(result, device=t.device)
+        if not is_tensor(result):
+            result = torch.as_tensor(result, device=t.device)
+        if result.dtype != torch.bool:
+            result = result.to(torch.bool)
         shape = torch.broadcast_shapes(*(tuple(x.shape) if is_tensor(x) else np.shape(x) for x in (result, i, j)))
-        return torch.broadcast_to(result.to(torch.bool), shape)
+        # no expand when nothing changes: compiled FlexAttention cannot lower a 0-d expand
+        return result if tuple(result.shape) == tuple(shape) else torch.broadcast_to(result, shape)
     shape = np.broadcast_shapes(np.shape(result), np.shape(i), np.shape(j))
     return np.broadcast_to(np.asarray(result, dtype=bool), shape)
 
