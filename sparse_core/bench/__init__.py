@@ -20,6 +20,7 @@ import importlib
 #: target name -> module
 TARGETS = {
     "layouts": "sparse_core.bench.layouts",
+    "kernels": "sparse_core.bench.kernels",
 }
 
 
