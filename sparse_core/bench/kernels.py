@@ -120,7 +120,7 @@ def _config(n, window, block_size, heads, d, rounds, flex, log):
     return row
 
 
-def run_kernels(ns=DEFAULT_NS, density_n=4096, block_size=64, heads=8, d=64, rounds=3, out=DEFAULT_OUT,
+def run_kernels(ns=DEFAULT_NS, density_n=4096, block_size=128, heads=8, d=64, rounds=3, out=DEFAULT_OUT,
                 flex=True, log=print):
     import platform
 
@@ -209,7 +209,7 @@ def _readme(report, path):
 def add_arguments(parser, positive_int) -> None:
     parser.add_argument("--n", type=positive_int, nargs="+", default=list(DEFAULT_NS), help="lengths of the length sweep")
     parser.add_argument("--density-n", type=positive_int, default=4096, help="length of the density sweep")
-    parser.add_argument("--block-size", type=positive_int, default=64)
+    parser.add_argument("--block-size", type=positive_int, default=128)
     parser.add_argument("--heads", type=positive_int, default=8)
     parser.add_argument("--d", type=positive_int, default=64)
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved timing rounds")

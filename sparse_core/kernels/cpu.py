@@ -109,19 +109,20 @@ def forward(qp, kT, vt, scale2, block, n_heads, n_q, n_k, indptr, indices, tile_
         rs = np.empty(block, dtype=qp.dtype)
         mnew = np.empty(block, dtype=qp.dtype)
         alpha = np.empty(block, dtype=qp.dtype)
+        S = np.empty((block, block), dtype=qp.dtype)
+        PV = np.empty((block, dv), dtype=qp.dtype)
         for p in range(indptr[h, qb], indptr[h, qb + 1]):
             kb = indices[p]
             nc = min(block, n_k - kb * block)
-            S = np.dot(Q, kT[bh, kb])
+            np.dot(Q, kT[bh, kb], S)
             _mask_tile(S, tiles, tile_of[p], nr, nc)
             for i in range(nr):
                 mx = m[i]
-                for j in range(nc):
-                    x = S[i, j]
-                    if x != x:
-                        bad[i] = True
-                    elif x > mx:
-                        mx = x
+                for j in range(nc):  # vectorised max; a NaN score reaches the output through exp2 and l
+                    mx = max(mx, S[i, j])
+                if mx != mx:
+                    bad[i] = True
+                    mx = m[i]
                 if mx == -np.inf:  # nothing allowed in this row so far: every weight is 0
                     mnew[i] = 0.0
                     alpha[i] = 1.0
@@ -130,7 +131,7 @@ def forward(qp, kT, vt, scale2, block, n_heads, n_q, n_k, indptr, indices, tile_
                     alpha[i] = dt(2.0) ** (m[i] - mx)  # 0 when m[i] = -inf
                     m[i] = mx
             _exp2_rows(S, nr, nc, mnew, ibuf, fbuf, rs, poly)
-            PV = np.dot(S, vt[bh, kb])
+            np.dot(S, vt[bh, kb], PV)
             for i in range(nr):
                 a = alpha[i]
                 l[i] = l[i] * a + rs[i]
@@ -153,12 +154,12 @@ def forward(qp, kT, vt, scale2, block, n_heads, n_q, n_k, indptr, indices, tile_
 
 
 @njit(cache=True, fastmath=_FM)
-def _probs(Q2, kT_tile, lse2, r0, nr, nc, tiles, tid, ibuf, fbuf, rs, poly):
-    """P of one block (zero rows where lse = -inf), recomputed from the base-2 lse."""
-    S = np.dot(Q2, kT_tile)
+def _probs(Q2, kT_tile, lse2, r0, nr, nc, tiles, tid, ibuf, fbuf, rs, shift, S, poly):
+    """P of one block into ``S`` (zero rows where lse = -inf), recomputed from the base-2 lse."""
+    np.dot(Q2, kT_tile, S)
     _mask_tile(S, tiles, tid, nr, nc)
-    shift = lse2[r0:r0 + S.shape[0]].copy()
     for i in range(nr):
+        shift[i] = lse2[r0 + i]
         if shift[i] == -np.inf:
             for j in range(nc):
                 S[i, j] = -np.inf
@@ -167,7 +168,6 @@ def _probs(Q2, kT_tile, lse2, r0, nr, nc, tiles, tid, ibuf, fbuf, rs, poly):
     for i in range(nr, S.shape[0]):
         for j in range(S.shape[1]):
             S[i, j] = 0.0
-    return S
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -184,17 +184,27 @@ def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n
         nc = min(block, n_k - kb * block)
         acc_k = np.zeros((block, d), dtype=qp.dtype)
         acc_v = np.zeros((block, dv), dtype=qp.dtype)
+        tmp_k = np.empty((block, d), dtype=qp.dtype)
+        tmp_v = np.empty((block, dv), dtype=qp.dtype)
+        Q2 = np.empty((block, d), dtype=qp.dtype)
+        P = np.empty((block, block), dtype=qp.dtype)
+        dS = np.empty((block, block), dtype=qp.dtype)
         ibuf = np.empty(block, dtype=np.int32)
         fbuf = ibuf.view(np.float32)
         rs = np.empty(block, dtype=qp.dtype)
+        shift = np.empty(block, dtype=qp.dtype)
         for p in range(t_indptr[h, kb], t_indptr[h, kb + 1]):
             r0 = t_indices[p] * block
             nr = min(block, n_q - r0)
             Q = qp[bh, r0:r0 + block]
-            P = _probs(Q * scale2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, t_tile_of[p], ibuf, fbuf, rs, poly)
+            for i in range(block):
+                for x in range(d):
+                    Q2[i, x] = Q[i, x] * scale2
+            _probs(Q2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, t_tile_of[p], ibuf, fbuf, rs, shift, P, poly)
             dO = dop[bh, r0:r0 + block]
-            acc_v += np.dot(P.T, dO)
-            dS = np.dot(dO, vT[bh, kb])  # dP
+            np.dot(P.T, dO, tmp_v)
+            acc_v += tmp_v
+            np.dot(dO, vT[bh, kb], dS)  # dP
             for i in range(nr):
                 di = delta[bh, r0 + i]
                 for j in range(block):
@@ -202,7 +212,8 @@ def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n
             for i in range(nr, block):
                 for j in range(block):
                     dS[i, j] = 0.0
-            acc_k += np.dot(dS.T, Q)
+            np.dot(dS.T, Q, tmp_k)
+            acc_k += tmp_k
         for j in range(nc):
             for x in range(d):
                 dk[bh, kb * block + j, x] = acc_k[j, x] * scale
@@ -225,19 +236,24 @@ def backward_dq(qp, kt, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads,
         Q2 = qp[bh, r0:r0 + block] * scale2
         dO = dop[bh, r0:r0 + block]
         acc = np.zeros((block, d), dtype=qp.dtype)
+        tmp = np.empty((block, d), dtype=qp.dtype)
+        P = np.empty((block, block), dtype=qp.dtype)
+        dS = np.empty((block, block), dtype=qp.dtype)
         ibuf = np.empty(block, dtype=np.int32)
         fbuf = ibuf.view(np.float32)
         rs = np.empty(block, dtype=qp.dtype)
+        shift = np.empty(block, dtype=qp.dtype)
         for p in range(indptr[h, qb], indptr[h, qb + 1]):
             kb = indices[p]
             nc = min(block, n_k - kb * block)
-            P = _probs(Q2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, tile_of[p], ibuf, fbuf, rs, poly)
-            dS = np.dot(dO, vT[bh, kb])
+            _probs(Q2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, tile_of[p], ibuf, fbuf, rs, shift, P, poly)
+            np.dot(dO, vT[bh, kb], dS)
             for i in range(nr):
                 di = delta[bh, r0 + i]
                 for j in range(block):
                     dS[i, j] = P[i, j] * (dS[i, j] - di)
-            acc += np.dot(dS, kt[bh, kb])
+            np.dot(dS, kt[bh, kb], tmp)
+            acc += tmp
         for i in range(nr):
             for x in range(d):
                 dq[bh, r0 + i, x] = acc[i, x] * scale
