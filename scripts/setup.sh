@@ -28,7 +28,7 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
     # DeepSpeed is only used to check our DeepSpeed-equivalent layouts; DS_BUILD_OPS=0 keeps it
     # a pure-Python install (no CUDA extensions are built).
     DS_BUILD_OPS=0 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-        -c constraints.txt -e ".[dev,deepspeed]"
+        -c constraints.txt -e ".[dev,deepspeed,equiv]"
     echo "$stamp" > .venv/.setup-stamp
 else
     echo "setup: .venv is up to date"

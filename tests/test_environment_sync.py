@@ -18,7 +18,7 @@ def _split(spec: str) -> tuple[str, str]:
 def _pyproject() -> dict[str, str]:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extras = data["project"]["optional-dependencies"]
-    specs = data["project"]["dependencies"] + extras["dev"] + extras["deepspeed"]
+    specs = data["project"]["dependencies"] + extras["dev"] + extras["deepspeed"] + extras["equiv"]
     return dict(_split(s) for s in specs)
 
 
