@@ -257,3 +257,29 @@ def backward_dq(qp, kt, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads,
         for i in range(nr):
             for x in range(d):
                 dq[bh, r0 + i, x] = acc[i, x] * scale
+
+
+@njit(parallel=True, cache=True)
+def tile_products(qp, kT, vt, n_per_row):
+    """Only the forward's two BLAS products per kept block (``S = Q K^T``, ``S V``), no softmax.
+
+    Shapes as for :func:`forward`; task ``(bh, query block)`` multiplies its query tile with
+    ``n_per_row`` key/value tiles (cycling over ``kT``'s tiles). The benchmark times it next to
+    the real kernel: its rate is the ceiling that one BLAS call per tile product can reach on
+    this machine, whatever the softmax costs.
+    """
+    BH = qp.shape[0]
+    n_kb = kT.shape[1]
+    block = kT.shape[3]
+    n_qb = qp.shape[1] // block
+    dv = vt.shape[3]
+    for task in prange(BH * n_qb):
+        bh = task // n_qb
+        qb = task % n_qb
+        Q = qp[bh, qb * block:(qb + 1) * block]
+        S = np.empty((block, block), dtype=qp.dtype)
+        PV = np.empty((block, dv), dtype=qp.dtype)
+        for t in range(n_per_row):
+            kb = (qb + t) % n_kb
+            np.dot(Q, kT[bh, kb], S)
+            np.dot(S, vt[bh, kb], PV)
