@@ -127,9 +127,16 @@ def _shape(rows: int, block: int) -> tuple[int, int, int]:
 
 
 def tile_config(kind: str, block: int, d: int, d_v: int, tiles: tuple[int, int] | None = None) -> TileConfig:
-    """Tile sizes for ``kind`` in ``('forward', 'dkdv', 'dq')``: the largest ``BM`` (then ``BN``)
-    whose shared memory fits :data:`SHARED_LIMIT`; ``tiles=(BM, BN)`` forces them (tests)."""
-    choices = [tiles] if tiles is not None else [(m, n) for m in _BM_CHOICES for n in _BN_CHOICES]
+    """Tile sizes for ``kind`` in ``('forward', 'dkdv', 'dq')`` whose shared memory fits
+    :data:`SHARED_LIMIT`: the most multiply-adds per shared-memory load (``TM TN / (TM + TN)``
+    for a thread's ``TM x TN`` block of ``S``), then the largest ``BM``; ``tiles=(BM, BN)``
+    forces them (tests)."""
+    def score(c):
+        TY, TM, BM = _shape(c[0], block)
+        TN = _ceil(min(c[1], block), TX)
+        return (-TM * TN / (TM + TN), -BM)
+
+    choices = [tiles] if tiles is not None else sorted(((m, n) for m in _BM_CHOICES for n in _BN_CHOICES), key=score)
     for BM0, BN0 in choices:
         TY, TM, BM = _shape(BM0, block)
         TN = _ceil(min(BN0, block), TX)
