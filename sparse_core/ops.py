@@ -223,17 +223,33 @@ def _cuda_tables(layout: BlockLayout, device) -> dict:
     return per_device[key]
 
 
-def _make_cuda_function():
+def _numba_cuda_backend():
+    """(views, stream_of, context_of) for torch CUDA tensors: zero-copy Numba views, the current
+    torch stream of the device, and that device's Numba context."""
     torch = _torch()
     from numba import cuda
-
-    from .kernels import cuda as K
 
     def views(*tensors):
         return [cuda.as_cuda_array(x, sync=False) for x in tensors]  # zero-copy; same stream, no sync
 
     def stream_of(device):
         return cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
+
+    def context_of(device):
+        return cuda.gpus[device.index if device.index is not None else torch.cuda.current_device()]
+
+    return views, stream_of, context_of
+
+
+def _make_cuda_function(backend=None):
+    """The autograd Function of the CUDA path. ``backend`` = ``(views, stream_of, context_of)``
+    (default :func:`_numba_cuda_backend`); the simulator tests pass host stand-ins (numpy views of
+    CPU tensors) to run this same code without a GPU."""
+    torch = _torch()
+
+    from .kernels import cuda as K
+
+    views, stream_of, context_of = backend if backend is not None else _numba_cuda_backend()
 
     class BlockSparseAttentionCUDA(torch.autograd.Function):
         @staticmethod
@@ -245,7 +261,7 @@ def _make_cuda_function():
             lse = torch.full((BH, n_q), -math.inf, device=dev, dtype=torch.float32)
             if BH and n_q and n_k:
                 tab = _cuda_tables(layout, dev)
-                with cuda.gpus[dev.index if dev.index is not None else torch.cuda.current_device()]:
+                with context_of(dev):
                     names = list(tab)
                     dtab = dict(zip(names, views(*(tab[n] for n in names))))
                     K.launch_forward(*views(q3, k3, v3, out, lse), dtab, layout.block_size, layout.n_heads,
@@ -267,7 +283,7 @@ def _make_cuda_function():
                 do3 = dout.reshape(out.shape).to(torch.float32).contiguous()
                 delta, lse2 = torch.empty_like(lse), torch.empty_like(lse)
                 tab = _cuda_tables(layout, dev)
-                with cuda.gpus[dev.index if dev.index is not None else torch.cuda.current_device()]:
+                with context_of(dev):
                     names = list(tab)
                     dtab = dict(zip(names, views(*(tab[n] for n in names))))
                     K.launch_backward(*views(q3, k3, v3, out, lse, do3, dq, dk, dv, delta, lse2), dtab,

@@ -35,6 +35,24 @@ def make_pattern(spec):
     raise ValueError(f"unknown case kind {kind!r}")
 
 
+def _through_autograd(c, data, layout):
+    """Run the CUDA path's ``torch.autograd.Function`` on CPU tensors: its device views are numpy
+    views of the tensors (the simulator's kernels write through them), its stream is 0."""
+    import contextlib
+
+    import torch
+
+    from sparse_core.ops import _make_cuda_function
+
+    fn = _make_cuda_function((lambda *ts: [t.numpy() for t in ts], lambda dev: 0,
+                              lambda dev: contextlib.nullcontext()))
+    q, k, v = (torch.tensor(data[f"{c}/{name}"], requires_grad=True) for name in ("q", "k", "v"))
+    out, lse = fn.apply(q, k, v, layout, q.shape[-1] ** -0.5)
+    (out * torch.from_numpy(data[f"{c}/dout"])).sum().backward()
+    return {f"{c}/torch_{name}": x.detach().numpy() for name, x in
+            (("out", out), ("lse", lse), ("dq", q.grad), ("dk", k.grad), ("dv", v.grad))}
+
+
 def main(src, dst):
     from numba import config
 
@@ -56,6 +74,8 @@ def main(src, dst):
         ks = K.kernels(spec["block"], spec["d"], spec["d_v"], tiles)
         result[f"{c}/splits_steps"] = np.array([[ks[f"cfg_{kind}"].splits, ks[f"cfg_{kind}"].steps]
                                                 for kind in ("forward", "dkdv", "dq")])
+        if spec.get("torch"):  # the same case through block_sparse_attention's CUDA autograd Function
+            result.update(_through_autograd(c, data, layout))
         print(f"{c}: {time.time() - t0:.1f} s", flush=True)
     np.savez(dst, **result)
 

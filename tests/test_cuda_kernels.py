@@ -28,7 +28,8 @@ ATOL = 2e-5  # float32 kernels vs the float64 oracle (inputs rounded to float32 
 # query block is split over several thread blocks (splits > 1) and a key block is visited in
 # several column steps (steps > 1).
 CASES = {
-    "window": dict(kind="window", window=5, n_q=21, n_k=21, block=8, heads=2, layout_heads=2, batch=2, d=8, d_v=8),
+    "window": dict(kind="window", window=5, n_q=21, n_k=21, block=8, heads=2, layout_heads=2, batch=2, d=8, d_v=8,
+                   torch=True),
     "masked-rows": dict(kind="masked-rows", tokens=[3, 4, 30], n_q=37, n_k=37, block=16, heads=2, layout_heads=2,
                         batch=1, d=8, d_v=5, tiles=[8, 8]),
     "random": dict(kind="random", density=0.2, seed=2, n_q=30, n_k=30, block=8, heads=2, layout_heads=2, batch=2,
@@ -117,6 +118,18 @@ def test_gradients_match_autograd_through_the_oracle(sim, name):
     assert (res[f"{name}/dq"][~allowed] == 0).all()  # fully masked rows get zero gradient
 
 
+def test_the_torch_autograd_function_of_the_cuda_path(sim):
+    """block_sparse_attention's CUDA autograd Function (reshapes, saved tensors, backward), run in
+    the simulator on numpy views of CPU tensors: same results as the kernels on numpy arrays."""
+    inputs, res = sim
+    ref, _ = _oracle(CASES["window"], *inputs["window"])
+    for name in ("out", "lse", "dq", "dk", "dv"):
+        got = res[f"window/torch_{name}"]
+        assert got.shape == ref[name].shape, name
+        np.testing.assert_array_equal(got, res[f"window/{name}"], err_msg=name)
+    np.testing.assert_allclose(res["window/torch_dq"], ref["dq"], atol=ATOL, rtol=1e-5)
+
+
 def test_fully_masked_rows_are_present():
     spec = CASES["masked-rows"]
     mask = make_pattern(spec).to_dense(spec["n_q"], spec["n_k"], 2)
@@ -194,3 +207,16 @@ def test_gpu_rejects_non_float32():
     q = torch.randn(1, 1, 64, 16, device="cuda", dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="float32"):
         block_sparse_attention(q, q, q, P.causal().to_layout(64, 64, 16, 1))
+
+
+def test_inputs_on_other_devices_are_refused_by_name():
+    from sparse_core import patterns as P
+    from sparse_core.ops import block_sparse_attention
+
+    lay = P.causal().to_layout(16, 16, 8, 1)
+    q = torch.zeros(1, 16, 8)
+    with pytest.raises(ValueError, match="`k` is on meta but `q` is on cpu"):
+        block_sparse_attention(q, q.to("meta"), q, lay)
+    m = q.to("meta")
+    with pytest.raises(ValueError, match="`q` is on meta; .* CPU or on CUDA devices"):
+        block_sparse_attention(m, m, m, lay)
