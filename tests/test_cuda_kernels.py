@@ -155,6 +155,33 @@ def test_tile_config_rejects_what_does_not_fit():
         K.tile_config("sideways", 64, 64, 64)
 
 
+def test_kernels_type_and_lower_for_the_real_cuda_target():
+    """What the simulator cannot check (it runs the kernels as Python): Numba's CUDA target types
+    every kernel and lowers it to LLVM IR -- steps that need no GPU and no CUDA toolkit -- with
+    no float64 arithmetic (a stray Python float would silently make the inner loops float64)."""
+    import re
+
+    from numba import config, types
+
+    if config.ENABLE_CUDASIM:
+        pytest.skip("NUMBA_ENABLE_CUDASIM is set in this process: the kernels are simulator objects")
+    try:
+        from numba.cuda.compiler import compile_cuda
+    except ImportError as e:  # pragma: no cover - depends on the numba-cuda version
+        pytest.skip(f"numba.cuda.compiler.compile_cuda is not available: {e}")
+    A3, A2 = types.Array(types.float32, 3, "C"), types.Array(types.float32, 2, "C")
+    I2, I1 = types.Array(types.int64, 2, "C"), types.Array(types.int64, 1, "C")
+    U3, f32, i64 = types.Array(types.uint8, 3, "C"), types.float32, types.int64
+    sigs = {"forward": (A3, A3, A3, f32, i64, I2, I1, I1, U3, A3, A2), "delta": (A3, A3, A2, A2, A2),
+            "dkdv": (A3, A3, A3, A3, A2, A2, f32, f32, i64, I2, I1, I1, U3, A3, A3),
+            "dq": (A3, A3, A3, A3, A2, A2, f32, f32, i64, I2, I1, I1, U3, A3)}
+    ks = K.kernels(128, 64, 64)
+    for name, sig in sigs.items():
+        ir = compile_cuda(ks[name].py_func, types.void, sig, cc=(9, 0)).library.get_llvm_str()
+        assert "fmul float" in ir or "fmul contract float" in ir, name
+        assert not re.findall(r"\b(fadd|fmul|fsub|fdiv)\b[^\n]*\bdouble\b", ir), f"{name} has float64 arithmetic"
+
+
 # --------------------------------------------------------------------------- real GPU
 _GPU_OK, _GPU_REASON = K.available()
 _HAS_GPU = torch.cuda.is_available() and _GPU_OK
