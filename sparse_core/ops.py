@@ -1,8 +1,10 @@
 """``block_sparse_attention``: attention that computes only the blocks a ``BlockLayout`` keeps.
 
-CPU only (numpy arrays or CPU torch tensors); the Numba kernels are in
-:mod:`sparse_core.kernels.cpu`. The torch path is a ``torch.autograd.Function`` with a
-FlashAttention-2-style backward, so it trains.
+numpy arrays and CPU torch tensors run the Numba CPU kernels (:mod:`sparse_core.kernels.cpu`);
+CUDA torch tensors (float32) run the Numba CUDA kernels (:mod:`sparse_core.kernels.cuda`) on the
+tensors' memory, zero-copy through ``__cuda_array_interface__``, on the current torch stream.
+Both torch paths are ``torch.autograd.Function`` subclasses with a FlashAttention-2-style
+backward, so they train.
 """
 from __future__ import annotations
 
@@ -71,9 +73,16 @@ def _check(q, k, v, layout):
         if x.ndim not in (3, 4):
             raise ValueError(f"`{name}` must be [batch, heads, n, d] (or [heads, n, d]), got shape {tuple(x.shape)}")
         if backend == "torch":
+            if x.device != q.device:
+                raise ValueError(f"`{name}` is on {x.device} but `q` is on {q.device}; put q, k, v on one device")
+            if x.device.type == "cuda":
+                if x.dtype != _torch().float32:
+                    raise TypeError(f"`{name}` is a CUDA tensor of dtype {x.dtype}; the CUDA kernels take "
+                                    "float32 (cast it first)")
+                continue
             if x.device.type != "cpu":
-                raise ValueError(f"`{name}` is on {x.device}; block_sparse_attention runs on the CPU only "
-                                 "(the CUDA kernels are separate)")
+                raise ValueError(f"`{name}` is on {x.device}; block_sparse_attention runs on the CPU "
+                                 "or on CUDA devices")
             ok = x.dtype in (_torch().float32, _torch().float64)
         else:
             ok = x.dtype in (np.float32, np.float64)
@@ -191,7 +200,102 @@ def _make_function():
     return BlockSparseAttention
 
 
+def require_cuda_backend(device: Any = "cuda") -> None:
+    """Raise a ``RuntimeError`` saying why when the CUDA kernels cannot run (no usable
+    ``numba.cuda``: no GPU, no driver)."""
+    from .kernels import cuda as K
+
+    ok, reason = K.available()
+    if not ok:
+        raise RuntimeError(f"the inputs are CUDA tensors ({device}) but the CUDA kernels cannot run: {reason}")
+
+
+def _cuda_tables(layout: BlockLayout, device) -> dict:
+    """:func:`kernel_tables` as torch tensors on ``device``, cached on the layout per device."""
+    torch = _torch()
+    per_device = layout.__dict__.setdefault("_cuda_tables", {})
+    key = str(device)
+    if key not in per_device:
+        from .kernels.cuda import _TABLE_KEYS
+
+        t = kernel_tables(layout)
+        per_device[key] = {name: torch.from_numpy(np.ascontiguousarray(t[name])).to(device) for name in _TABLE_KEYS}
+    return per_device[key]
+
+
+def _numba_cuda_backend():
+    """(views, stream_of, context_of) for torch CUDA tensors: zero-copy Numba views, the current
+    torch stream of the device, and that device's Numba context."""
+    torch = _torch()
+    from numba import cuda
+
+    def views(*tensors):
+        return [cuda.as_cuda_array(x, sync=False) for x in tensors]  # zero-copy; same stream, no sync
+
+    def stream_of(device):
+        return cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
+
+    def context_of(device):
+        return cuda.gpus[device.index if device.index is not None else torch.cuda.current_device()]
+
+    return views, stream_of, context_of
+
+
+def _make_cuda_function(backend=None):
+    """The autograd Function of the CUDA path. ``backend`` = ``(views, stream_of, context_of)``
+    (default :func:`_numba_cuda_backend`); the simulator tests pass host stand-ins (numpy views of
+    CPU tensors) to run this same code without a GPU."""
+    torch = _torch()
+
+    from .kernels import cuda as K
+
+    views, stream_of, context_of = backend if backend is not None else _numba_cuda_backend()
+
+    class BlockSparseAttentionCUDA(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, layout, scale):
+            dev = q.device
+            q3, k3, v3 = (x.detach().reshape((-1,) + tuple(x.shape[-2:])).contiguous() for x in (q, k, v))
+            BH, n_q, n_k, d_v = q3.shape[0], q3.shape[1], k3.shape[1], v3.shape[2]
+            out = torch.zeros((BH, n_q, d_v), device=dev, dtype=torch.float32)
+            lse = torch.full((BH, n_q), -math.inf, device=dev, dtype=torch.float32)
+            if BH and n_q and n_k:
+                tab = _cuda_tables(layout, dev)
+                with context_of(dev):
+                    names = list(tab)
+                    dtab = dict(zip(names, views(*(tab[n] for n in names))))
+                    K.launch_forward(*views(q3, k3, v3, out, lse), dtab, layout.block_size, layout.n_heads,
+                                     scale, stream=stream_of(dev))
+            ctx.save_for_backward(q3, k3, v3, out, lse)
+            ctx.layout, ctx.scale, ctx.shapes = layout, scale, (q.shape, k.shape, v.shape)
+            lead = tuple(q.shape[:-2])
+            lse_t = lse.reshape(lead + (n_q,))
+            ctx.mark_non_differentiable(lse_t)
+            return out.reshape(lead + (n_q, d_v)), lse_t
+
+        @staticmethod
+        def backward(ctx, dout, dlse):
+            q3, k3, v3, out, lse = ctx.saved_tensors
+            layout, dev = ctx.layout, q3.device
+            dq, dk, dv = (torch.zeros_like(x) for x in (q3, k3, v3))
+            BH, n_q, n_k = q3.shape[0], q3.shape[1], k3.shape[1]
+            if BH and n_q and n_k:
+                do3 = dout.reshape(out.shape).to(torch.float32).contiguous()
+                delta, lse2 = torch.empty_like(lse), torch.empty_like(lse)
+                tab = _cuda_tables(layout, dev)
+                with context_of(dev):
+                    names = list(tab)
+                    dtab = dict(zip(names, views(*(tab[n] for n in names))))
+                    K.launch_backward(*views(q3, k3, v3, out, lse, do3, dq, dk, dv, delta, lse2), dtab,
+                                      layout.block_size, layout.n_heads, ctx.scale, stream=stream_of(dev))
+            sq, sk, sv = ctx.shapes
+            return dq.reshape(sq), dk.reshape(sk), dv.reshape(sv), None, None
+
+    return BlockSparseAttentionCUDA
+
+
 _FUNCTION = None
+_CUDA_FUNCTION = None
 
 
 def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: float | None = None,
@@ -203,7 +307,8 @@ def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: f
     q, k, v:
         ``[batch, heads, n_q, d]``, ``[batch, heads, n_k, d]``, ``[batch, heads, n_k, d_v]`` (or
         without the batch dimension), float32 or float64, numpy arrays or CPU torch tensors
-        (differentiable). Non-contiguous inputs are copied.
+        (differentiable); or float32 CUDA torch tensors (differentiable; run by the Numba CUDA
+        kernels). Non-contiguous inputs are copied.
     layout:
         ``pattern.to_layout(n_q, n_k, block_size, n_heads)``; ``n_heads`` must equal the inputs'
         heads, or be 1 to share one layout across heads.
@@ -213,11 +318,16 @@ def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: f
     Returns ``out`` ``[..., n_q, d_v]`` in the inputs' dtype (and ``lse`` ``[..., n_q]`` if asked;
     ``-inf`` on fully masked rows, whose output and gradient are zero).
     """
-    global _FUNCTION
+    global _FUNCTION, _CUDA_FUNCTION
     backend = _check(q, k, v, layout)
     scale = V.check_scale(scale, q.shape[-1])
     if backend == "numpy":
         out, lse = _forward_np(q, k, v, layout, scale)
+    elif q.device.type == "cuda":
+        require_cuda_backend(q.device)
+        if _CUDA_FUNCTION is None:
+            _CUDA_FUNCTION = _make_cuda_function()
+        out, lse = _CUDA_FUNCTION.apply(q, k, v, layout, scale)
     else:
         if _FUNCTION is None:
             _FUNCTION = _make_function()

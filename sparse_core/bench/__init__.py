@@ -21,6 +21,7 @@ import importlib
 TARGETS = {
     "layouts": "sparse_core.bench.layouts",
     "kernels": "sparse_core.bench.kernels",
+    "cuda": "sparse_core.bench.cuda",
 }
 
 
