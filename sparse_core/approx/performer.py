@@ -132,7 +132,7 @@ def favor_attention(q, k, v, projection, scale=None, causal: bool = False, chunk
         if causal:
             raise ValueError("kernel='performer_pytorch' reproduces the package's non-causal path only; "
                              "use kernel='stable' for causal attention")
-        if scale != q.shape[-1] ** -0.5:
+        if not math.isclose(scale, q.shape[-1] ** -0.5, rel_tol=1e-12):
             raise ValueError("kernel='performer_pytorch' uses the scale 1/sqrt(d) (data normalised by d^-1/4)")
         fq, fk = _package_features(q, projection, True), _package_features(k, projection, False)
         ctx = torch.matmul(fk.transpose(-1, -2), v)
