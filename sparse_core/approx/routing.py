@@ -45,12 +45,28 @@ def assign_clusters(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return sim.argmax(dim=-1)  # first maximum: ties go to the smaller cluster index
 
 
+def _kmeanspp_init(pts, n_clusters, g):
+    """k-means++ seeding with cosine distance ``1 - cos``: ``pts [B, n, d]`` (unit rows) -> ``[B, C, d]``."""
+    B, n, d = pts.shape
+    rows = torch.arange(B, device=pts.device)
+    first = torch.randint(0, n, (B,), generator=g).to(pts.device)
+    chosen = [pts[rows, first]]
+    dist = (1 - torch.einsum("bnd,bd->bn", pts, chosen[0])).clamp(min=0)
+    for _ in range(1, n_clusters):
+        w = dist.square()
+        w = torch.where(w.sum(-1, keepdim=True) > 0, w, torch.ones_like(w))  # all points on centroids: uniform
+        nxt = torch.multinomial(w.cpu().double(), 1, generator=g)[:, 0].to(pts.device)
+        chosen.append(pts[rows, nxt])
+        dist = torch.minimum(dist, (1 - torch.einsum("bnd,bd->bn", pts, chosen[-1])).clamp(min=0))
+    return torch.stack(chosen, dim=1).clone()
+
+
 @torch.no_grad()
 def kmeans(x: torch.Tensor, n_clusters: int, n_iters: int = 10, seed: int = 0) -> torch.Tensor:
     """Spherical k-means on ``x [..., n, d]`` (one clustering per leading index) -> centroids ``[..., C, d]``.
 
-    Initial centroids are ``n_clusters`` distinct points drawn with ``torch.Generator().manual_seed(seed)``;
-    each Lloyd step assigns points to the nearest centroid (cosine) and moves every non-empty
+    Initial centroids: k-means++ seeding (Arthur & Vassilvitskii 2007) with the cosine distance
+    ``1 - cos``, drawn with ``torch.Generator().manual_seed(seed)``; each Lloyd step assigns points to the nearest centroid (cosine) and moves every non-empty
     centroid to the normalised mean of its members (an empty cluster keeps its centroid).
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
@@ -62,9 +78,7 @@ def kmeans(x: torch.Tensor, n_clusters: int, n_iters: int = 10, seed: int = 0) -
         raise ValueError(f"`n_clusters`={n_clusters} must not exceed the number of points n={n}")
     lead = x.shape[:-2]
     pts = _unit(x.reshape(-1, n, d).float() if x.dtype == torch.float16 else x.reshape(-1, n, d))
-    g = torch.Generator().manual_seed(int(seed))
-    init = torch.rand(pts.shape[0], n, generator=g).argsort(dim=-1)[:, :n_clusters].to(x.device)
-    cent = pts.gather(1, init[..., None].expand(-1, -1, d)).clone()
+    cent = _kmeanspp_init(pts, n_clusters, torch.Generator().manual_seed(int(seed)))
     for _ in range(n_iters):
         a = assign_clusters(pts, cent)
         sums = torch.zeros_like(cent).scatter_add_(1, a[..., None].expand(-1, -1, d), pts)
