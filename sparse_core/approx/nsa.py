@@ -124,6 +124,8 @@ def nsa_branches(q, k, v, k_cmp, v_cmp, block_size: int, n_select: int, window: 
         if not isinstance(t, torch.Tensor) or t.ndim < 2 or t.shape[-2:] != (nb, dd):
             raise ValueError(f"`{name}` must be a tensor [..., n_blocks={nb}, {dd}], "
                              f"got {getattr(t, 'shape', type(t).__name__)}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"`{name}` must have the dtype of `q` ({q.dtype}), got {t.dtype}")
     # compressed
     keep_c = compressed_keep(n, nb, block_size, causal, q.device)
     o_cmp = masked_attention(torch.matmul(q, k_cmp.transpose(-1, -2)) * scale, keep_c, v_cmp)
@@ -147,9 +149,9 @@ def nsa_branches(q, k, v, k_cmp, v_cmp, block_size: int, n_select: int, window: 
 def nsa_attention(q, k, v, gates, k_cmp, v_cmp, block_size: int, n_select: int, window: int, scale=None,
                   causal: bool = False, chunk: int = 256) -> torch.Tensor:
     """Gated sum of the three branches; ``gates [..., n, 3]`` in (0, 1) (cmp, slc, win). -> ``[..., n, d_v]``."""
-    branches = nsa_branches(q, k, v, k_cmp, v_cmp, block_size, n_select, window, scale, causal, chunk)
-    if not isinstance(gates, torch.Tensor) or gates.shape[-1] != 3 or gates.shape[-2] != q.shape[-2]:
+    if not isinstance(gates, torch.Tensor) or gates.ndim < 2 or gates.shape[-1] != 3 or gates.shape[-2] != q.shape[-2]:
         raise ValueError(f"`gates` must be a tensor [..., n={q.shape[-2]}, 3], got {getattr(gates, 'shape', type(gates).__name__)}")
+    branches = nsa_branches(q, k, v, k_cmp, v_cmp, block_size, n_select, window, scale, causal, chunk)
     return sum(gates[..., c, None] * o for c, o in enumerate(branches))
 
 
