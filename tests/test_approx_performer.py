@@ -250,3 +250,13 @@ def test_module_equals_functional_and_default_features():
 def test_bad_arguments(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_causal_chunked_memory_is_linear_in_n():
+    from test_approx_topk import _largest_tensor_made
+
+    q, k, v = _qkv(16, (1, 1), 1024, 16, 16)
+    w = gaussian_orthogonal_random_matrix(32, 16, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
+    biggest = _largest_tensor_made(lambda: favor_attention(q, k, v, w, causal=True, chunk_size=16))
+    assert biggest <= 1024 * 32  # features [n, m]; chunk tensors 16 x 16 x 32; never n x n
+    assert _largest_tensor_made(lambda: favor_attention_quadratic(q[..., :64, :], k[..., :64, :], v[..., :64, :], w, causal=True)) >= 64 * 64 * 32

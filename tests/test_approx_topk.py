@@ -116,3 +116,29 @@ def test_layer_exact_and_blockwise_agree_and_match_the_oracle():
 def test_bad_arguments(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def _largest_tensor_made(fn):
+    """The most elements of any tensor produced by an aten op while ``fn`` runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Track(TorchDispatchMode):
+        biggest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    Track.biggest = max(Track.biggest, t.numel())
+            return out
+
+    with Track():
+        fn()
+    return Track.biggest
+
+
+def test_blockwise_never_makes_the_score_matrix():
+    q, k, v = _qkv(8, (1, 1), 512, 512, 16, 16)
+    biggest = _largest_tensor_made(lambda: topk_attention_blockwise(q, k, v, 8, causal=True, block_size=32))
+    assert biggest <= 512 * 16  # the inputs/outputs; tiles are 32 x (8 + 32), gathers 32 x 8 x 16
+    assert _largest_tensor_made(lambda: topk_attention(q, k, v, 8)) >= 512 * 512  # the dense version does
