@@ -29,7 +29,7 @@ With blocks :math:`\beta_b = \{bB, \dots, bB + B - 1\} \cap [0, n)` of ``block_s
 Simplifications of the paper, on purpose: compression blocks do not overlap (stride = block
 length = selection block size), :math:`\varphi` is mean pooling plus a linear map (the paper uses
 a small MLP), selection is per head (the paper shares it within a GQA group), and only the
-current block is forced (the paper also forces the first block and one more local block).
+current block is forced (the paper always activates the first block and two local blocks).
 
 Each branch is exact softmax attention over its set, so each equals the dense oracle with the
 corresponding mask (and, for the compressed branch, the compressed keys and values).
