@@ -1,0 +1,199 @@
+r"""Native Sparse Attention (Yuan et al. 2025, "Native Sparse Attention: Hardware-Aligned and
+Natively Trainable Sparse Attention").
+
+Every query :math:`i` attends through three branches and mixes them with per-token gates
+:math:`g^c_i = \sigma(w_c^\top x_i) \in (0, 1)`:
+
+.. math::
+
+    o_i = g^{\mathrm{cmp}}_i\, o^{\mathrm{cmp}}_i + g^{\mathrm{slc}}_i\, o^{\mathrm{slc}}_i
+        + g^{\mathrm{win}}_i\, o^{\mathrm{win}}_i .
+
+With blocks :math:`\beta_b = \{bB, \dots, bB + B - 1\} \cap [0, n)` of ``block_size`` :math:`B`:
+
+* **compressed** -- each block becomes one key and one value,
+  :math:`\tilde k_b = \varphi_k\big(\operatorname{mean}_{j \in \beta_b} (k_j + p^k_{j - bB})\big)`
+  (:math:`p` a learned intra-block position embedding, :math:`\varphi` a learned linear map; the
+  same for values), and :math:`o^{\mathrm{cmp}}_i` is softmax attention over the blocks query
+  :math:`i` may see: all of them, or if causal only *complete past* blocks,
+  :math:`bB + B - 1 \le i` (so early queries see none and get 0, the oracle's empty-row rule);
+* **selected** -- the compressed attention probabilities :math:`p^{\mathrm{cmp}}_{ib}` rank the
+  blocks; query :math:`i` keeps the ``n_select`` best (ties: smaller block index) and attends to
+  every token in them, :math:`S^{\mathrm{slc}} = \{(i, j): \lfloor j/B \rfloor \in
+  \operatorname{top}(i)\}`. Causal: candidates are blocks starting at or before :math:`i`, the
+  block containing :math:`i` is always selected (its compressed key is not complete yet), and
+  :math:`j \le i`;
+* **sliding window** -- :math:`|i - j| \le w` (causal :math:`0 \le i - j \le w`), the
+  :func:`sparse_core.patterns.sliding_window` set.
+
+Simplifications of the paper, on purpose: compression blocks do not overlap (stride = block
+length = selection block size), :math:`\varphi` is mean pooling plus a linear map (the paper uses
+a small MLP), selection is per head (the paper shares it within a GQA group), and only the
+current block is forced (the paper always activates the first block and two local blocks).
+
+Each branch is exact softmax attention over its set, so each equals the dense oracle with the
+corresponding mask (and, for the compressed branch, the compressed keys and values).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._common import HeadsAttention, check_bool, causal_keep, check_qkv, chunked_masked_attention, masked_attention
+from .. import _validation as V
+
+__all__ = ["compress_blocks", "compressed_keep", "select_blocks", "selected_token_mask", "nsa_branches",
+           "nsa_attention", "NSASelfAttention"]
+
+
+def compress_blocks(x: torch.Tensor, block_size: int, pos: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x_j + pos[j - bB]`` over each block: ``x [..., n, d]`` -> ``[..., ceil(n / B), d]``.
+
+    The last block may be partial (the mean is over its real tokens). ``pos``: ``[B, d]`` or None.
+    """
+    block_size = V.check_positive_int("block_size", block_size)
+    n, d = x.shape[-2:]
+    nb = -(-n // block_size)
+    if pos is not None:
+        if pos.shape != (block_size, d):
+            raise ValueError(f"`pos` must have shape [block_size={block_size}, d={d}], got {tuple(pos.shape)}")
+        x = x + pos.repeat(nb, 1)[:n]
+    pad = nb * block_size - n
+    xp = torch.cat([x, x.new_zeros(*x.shape[:-2], pad, d)], dim=-2) if pad else x
+    counts = torch.full((nb, 1), float(block_size), dtype=x.dtype, device=x.device)
+    counts[-1] = block_size - pad
+    return xp.view(*x.shape[:-2], nb, block_size, d).sum(-2) / counts
+
+
+def compressed_keep(n_q: int, n_blocks: int, block_size: int, causal: bool, device=None) -> torch.Tensor:
+    """Boolean ``[n_q, n_blocks]``: may query ``i`` see compressed block ``b``? (causal: ``bB + B - 1 <= i``)."""
+    if not causal:
+        return torch.ones(n_q, n_blocks, dtype=torch.bool, device=device)
+    last = torch.arange(n_blocks, device=device) * block_size + block_size - 1
+    return last[None, :] <= torch.arange(n_q, device=device)[:, None]
+
+
+@torch.no_grad()
+def select_blocks(q, k_cmp, block_size: int, n_select: int, scale: float, causal: bool) -> torch.Tensor:
+    """Boolean ``[..., n_q, n_blocks]`` of the blocks each query selects (see the module docstring)."""
+    n_q, nb = q.shape[-2], k_cmp.shape[-2]
+    keep = compressed_keep(n_q, nb, block_size, causal, q.device)
+    s = torch.matmul(q, k_cmp.transpose(-1, -2)) * scale
+    p = masked_attention(s, keep, torch.eye(nb, dtype=s.dtype, device=s.device))  # probabilities [..., n_q, nb]
+    if causal:
+        start = torch.arange(nb, device=q.device)[None, :] * block_size
+        i = torch.arange(n_q, device=q.device)[:, None]
+        cand = start <= i
+        current = (i // block_size) == torch.arange(nb, device=q.device)[None, :]
+        imp = torch.where(current, torch.full_like(p, math.inf), p)
+        imp = torch.where(cand, imp, torch.full_like(p, -math.inf))
+    else:
+        cand, imp = None, p
+    top = torch.sort(imp, dim=-1, descending=True, stable=True).indices[..., : min(n_select, nb)]
+    sel = torch.zeros(imp.shape, dtype=torch.bool, device=q.device).scatter_(-1, top, True)
+    return sel if cand is None else sel & cand
+
+
+def selected_token_mask(sel: torch.Tensor, block_size: int, n_k: int, causal: bool, i0: int = 0) -> torch.Tensor:
+    """Expand selected blocks ``[..., C, n_blocks]`` to tokens ``[..., C, n_k]`` (queries ``i0:i0+C``)."""
+    blk = torch.arange(n_k, device=sel.device) // block_size
+    keep = sel[..., blk]
+    if causal:
+        keep = keep & causal_keep(i0, i0 + sel.shape[-2], 0, n_k, sel.device)
+    return keep
+
+
+def nsa_branches(q, k, v, k_cmp, v_cmp, block_size: int, n_select: int, window: int, scale=None,
+                 causal: bool = False, chunk: int = 256):
+    """The three branch outputs ``(o_cmp, o_slc, o_win)``, each ``[..., n, d_v]``.
+
+    ``q, k [..., n, d]``, ``v [..., n, d_v]``; ``k_cmp [..., n_blocks, d]``, ``v_cmp [..., n_blocks, d_v]``
+    with ``n_blocks = ceil(n / block_size)`` (e.g. from :func:`compress_blocks`).
+    """
+    q, k, v, scale = check_qkv(q, k, v, scale, same_length=True)
+    block_size = V.check_positive_int("block_size", block_size)
+    n_select = V.check_positive_int("n_select", n_select)
+    window = V.check_nonnegative_int("window", window)
+    chunk = V.check_positive_int("chunk", chunk)
+    check_bool("causal", causal)
+    n = q.shape[-2]
+    nb = -(-n // block_size)
+    for name, t, dd in (("k_cmp", k_cmp, q.shape[-1]), ("v_cmp", v_cmp, v.shape[-1])):
+        if not isinstance(t, torch.Tensor) or t.ndim < 2 or t.shape[-2:] != (nb, dd):
+            raise ValueError(f"`{name}` must be a tensor [..., n_blocks={nb}, {dd}], "
+                             f"got {getattr(t, 'shape', type(t).__name__)}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"`{name}` must have the dtype of `q` ({q.dtype}), got {t.dtype}")
+    # compressed
+    keep_c = compressed_keep(n, nb, block_size, causal, q.device)
+    o_cmp = masked_attention(torch.matmul(q, k_cmp.transpose(-1, -2)) * scale, keep_c, v_cmp)
+    # selected
+    sel = select_blocks(q, k_cmp, block_size, n_select, scale, causal)
+    o_slc = chunked_masked_attention(q, k, v, scale,
+                                     lambda i0, i1: selected_token_mask(sel[..., i0:i1, :], block_size, n, causal, i0),
+                                     chunk)
+    # sliding window: only keys within reach of the chunk
+    outs = []
+    for i0 in range(0, n, chunk):
+        i1 = min(i0 + chunk, n)
+        j0, j1 = max(0, i0 - window), (i1 if causal else min(n, i1 + window))
+        d = torch.arange(i0, i1, device=q.device)[:, None] - torch.arange(j0, j1, device=q.device)[None, :]
+        keep = (d >= 0) & (d <= window) if causal else d.abs() <= window
+        s = torch.matmul(q[..., i0:i1, :], k[..., j0:j1, :].transpose(-1, -2)) * scale
+        outs.append(masked_attention(s, keep, v[..., j0:j1, :]))
+    return o_cmp, o_slc, torch.cat(outs, dim=-2)
+
+
+def nsa_attention(q, k, v, gates, k_cmp, v_cmp, block_size: int, n_select: int, window: int, scale=None,
+                  causal: bool = False, chunk: int = 256) -> torch.Tensor:
+    """Gated sum of the three branches; ``gates [..., n, 3]`` in (0, 1) (cmp, slc, win). -> ``[..., n, d_v]``."""
+    if not isinstance(gates, torch.Tensor) or gates.ndim < 2 or gates.shape[-1] != 3 or gates.shape[-2] != q.shape[-2]:
+        raise ValueError(f"`gates` must be a tensor [..., n={q.shape[-2]}, 3], got {getattr(gates, 'shape', type(gates).__name__)}")
+    branches = nsa_branches(q, k, v, k_cmp, v_cmp, block_size, n_select, window, scale, causal, chunk)
+    return sum(gates[..., c, None] * o for c, o in enumerate(branches))
+
+
+class NSASelfAttention(HeadsAttention):
+    """Multi-head Native Sparse Attention: ``x [batch, n, d_model] -> [batch, n, d_model]``.
+
+    Parameters beyond ``qkv``/``out``: intra-block position embeddings ``pos_k``, ``pos_v``
+    ``[block_size, d_head]``, the compression maps ``phi_k``, ``phi_v`` (``d_head -> d_head``) and the
+    gate ``gate: d_model -> 3 n_heads`` (sigmoid).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, block_size: int = 32, n_select: int = 4, window: int = 64,
+                 causal: bool = False, chunk: int = 256, bias: bool = True):
+        super().__init__(d_model, n_heads, bias)
+        self.block_size = V.check_positive_int("block_size", block_size)
+        self.n_select = V.check_positive_int("n_select", n_select)
+        self.window = V.check_nonnegative_int("window", window)
+        self.causal = check_bool("causal", causal)
+        self.chunk = V.check_positive_int("chunk", chunk)
+        self.pos_k = nn.Parameter(torch.zeros(block_size, self.d_head))
+        self.pos_v = nn.Parameter(torch.zeros(block_size, self.d_head))
+        nn.init.normal_(self.pos_k, std=0.02)
+        nn.init.normal_(self.pos_v, std=0.02)
+        self.phi_k = nn.Linear(self.d_head, self.d_head, bias=False)
+        self.phi_v = nn.Linear(self.d_head, self.d_head, bias=False)
+        self.gate = nn.Linear(d_model, 3 * n_heads, bias=True)
+
+    def compressed(self, k, v):
+        """Compressed keys and values ``[batch, n_heads, ceil(n / B), d_head]``."""
+        return (self.phi_k(compress_blocks(k, self.block_size, self.pos_k)),
+                self.phi_v(compress_blocks(v, self.block_size, self.pos_v)))
+
+    def gates(self, x):
+        """Per-token branch gates ``[batch, n_heads, n, 3]``."""
+        b, n, _ = x.shape
+        return torch.sigmoid(self.gate(x)).view(b, n, self.n_heads, 3).transpose(1, 2)
+
+    def attend(self, q, k, v, x):
+        k_cmp, v_cmp = self.compressed(k, v)
+        return nsa_attention(q, k, v, self.gates(x), k_cmp, v_cmp, self.block_size, self.n_select, self.window,
+                             causal=self.causal, chunk=self.chunk)
+
+    def extra_repr(self):
+        return (f"d_model={self.d_model}, n_heads={self.n_heads}, block_size={self.block_size}, "
+                f"n_select={self.n_select}, window={self.window}, causal={self.causal}")
