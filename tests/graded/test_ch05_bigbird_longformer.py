@@ -1,6 +1,6 @@
 """Graded tests for Chapter 5: one test per check, marked with its exercise and points.
 
-Run against your code:      pytest tests/graded/test_ch05_bigbird_longformer.py            (or: python -m sparse_core grade --chapter 1)
+Run against your code:      pytest tests/graded/test_ch05_bigbird_longformer.py            (or: python -m sparse_core grade --chapter 5)
 Run against the solutions:  pytest tests/graded/test_ch05_bigbird_longformer.py --impl solutions
 """
 import pytest
