@@ -19,6 +19,8 @@ module                 constructors
                        ``deepspeed_bslongformer``
 ``plots``              ``plot_mask``, ``plot_layout``, ``plot_reach``, ``hops`` (import
                        ``sparse_core.patterns.plots``; it loads matplotlib)
+``graph``              ``degrees``, ``distances``, ``diameter``, ``is_connected`` of a mask's
+                       attention graph (import ``sparse_core.patterns.graph``)
 =====================  ===============================================================
 """
 from .axial import axial
