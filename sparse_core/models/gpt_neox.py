@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +173,7 @@ class _Backend:
             raise ValueError(f"pattern {pattern!r} describes {pattern.n_heads} heads; the model has {num_heads}")
         self.layout_heads = num_heads if (pattern is not None and (pattern.n_heads or 1) > 1) else 1
         self._layouts: dict[int, Any] = {}
+        self._mask = None
 
     def layout(self, n: int):
         lay = self._layouts.get(n)
@@ -196,8 +198,11 @@ class _Backend:
 
     def rows(self, q, k, v, pos0, scale):
         """Queries at positions ``pos0..`` against every key in the cache (decode)."""
-        q_pos = torch.arange(pos0, pos0 + q.shape[-2], device=q.device)
-        return _masked_attention(q, k, v, self.mask(q_pos, k.shape[-2], q.device), scale)
+        key = (pos0, q.shape[-2], k.shape[-2], q.device)
+        if self._mask is None or self._mask[0] != key:  # one mask per step, shared by the layers
+            q_pos = torch.arange(pos0, pos0 + q.shape[-2], device=q.device)
+            self._mask = (key, self.mask(q_pos, k.shape[-2], q.device))
+        return _masked_attention(q, k, v, self._mask[1], scale)
 
 
 # ---------------------------------------------------------------------------- modules
@@ -370,11 +375,13 @@ class GPTNeoX(nn.Module):
 
 @torch.no_grad()
 def generate(model: GPTNeoX, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+             top_k: int | None = None, generator: torch.Generator | None = None,
+             timings: dict | None = None) -> torch.Tensor:
     """Sample ``max_new_tokens`` after ``input_ids [batch, n]`` with the key-value cache.
 
     ``temperature`` 0 is greedy decoding; ``top_k`` keeps the k most likely tokens. Returns
-    ``[batch, n + max_new_tokens]``.
+    ``[batch, n + max_new_tokens]``. A ``timings`` dict receives ``prefill_s`` (the prompt's
+    forward pass) and ``decode_s`` (every later step, sampling included), wall-clock seconds.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"`max_new_tokens` must be a non-negative integer, got {max_new_tokens!r}")
@@ -387,8 +394,10 @@ def generate(model: GPTNeoX, input_ids: torch.Tensor, max_new_tokens: int, tempe
     was_training = model.training
     model.eval()
     try:
+        t0 = time.perf_counter()
         cache = model.new_cache()
         logits = model(input_ids, cache=cache)[:, -1]
+        t1 = time.perf_counter()
         out = [input_ids]
         for step in range(max_new_tokens):
             if temperature == 0:
@@ -402,6 +411,8 @@ def generate(model: GPTNeoX, input_ids: torch.Tensor, max_new_tokens: int, tempe
             out.append(nxt.to(input_ids.dtype))
             if step + 1 < max_new_tokens:
                 logits = model(nxt, cache=cache)[:, -1]
+        if timings is not None:
+            timings.update(prefill_s=t1 - t0, decode_s=time.perf_counter() - t1)
         return torch.cat(out, dim=1)
     finally:
         model.train(was_training)
