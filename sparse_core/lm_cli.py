@@ -127,6 +127,17 @@ def add_model_source_arguments(p, positive_int) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
 
 
+def _warm_up(model, ids, decode: bool = False) -> None:
+    """One untimed forward (and two decode steps): the first call of a process loads the Numba
+    kernels from their cache and imports parts of torch lazily, which is not the model's speed."""
+    import torch
+
+    from .models.gpt_neox import generate
+
+    x = torch.as_tensor(ids, dtype=torch.int64).reshape(1, -1)
+    generate(model, x, 3 if decode else 0, temperature=0)
+
+
 def cmd_eval(args) -> int:
     _passive_openmp()
     from .data.tokenizer import encode_split
@@ -135,8 +146,9 @@ def cmd_eval(args) -> int:
     model, tok, seq_len = _load_model(args)
     seq_len = args.seq_len or seq_len
     tokens = encode_split(tok, args.split, args.data_dir)
+    _warm_up(model, tokens[:seq_len])
     ev = evaluate(model, tokens, seq_len, args.batch_size, args.max_batches)
-    ev.update(split=args.split, seq_len=seq_len, attention=model.config.attention, pattern=repr(model.pattern),
+    ev.update(split=args.split, seq_len=seq_len, attention=model.config.attention, pattern=repr(model.pattern) if model.pattern is not None else "dense (SDPA, causal)",
               peak_rss_bytes=peak_rss_bytes(), command=_command_line())
     print(f"{args.split}: loss {ev['loss']:.4f}, perplexity {ev['ppl']:.2f} over {ev['tokens']:,} tokens "
           f"(seq_len {seq_len}); forward {ev['tokens_per_s']:,.0f} tokens/s; peak RSS {_fmt_mib(ev['peak_rss_bytes'])}")
@@ -156,6 +168,7 @@ def cmd_generate(args) -> int:
     ids = tok.encode(args.prompt).ids
     if not ids:
         raise SystemExit("error: --prompt encodes to no tokens")
+    _warm_up(model, ids, decode=True)
     timings: dict = {}
     out = generate(model, torch.tensor([ids]), args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                    generator=torch.Generator().manual_seed(args.seed), timings=timings)
@@ -163,6 +176,7 @@ def cmd_generate(args) -> int:
     print(text)
     new = out.shape[1] - len(ids)
     stats = {"prompt_tokens": len(ids), "new_tokens": new, **timings,
+             "timing_note": "after one untimed warm-up call; decode = steps after the prompt's forward",
              "decode_tokens_per_s": (new - 1) / timings["decode_s"] if new > 1 and timings["decode_s"] > 0 else None,
              "peak_rss_bytes": peak_rss_bytes(), "attention": model.config.attention, "text": text,
              "command": _command_line()}
