@@ -138,3 +138,31 @@ def test_commands_on_wikitext2(tmp_path, monkeypatch, capsys):
     assert gen["new_tokens"] == 5 and gen["text"].startswith(" The game") and gen["decode_tokens_per_s"] > 0
     with pytest.raises(SystemExit, match="exactly one"):
         main(["generate", "--max-new-tokens", "1"])
+
+
+@pytest.mark.skipif(W.find_wikitext2() is None, reason="WikiText-2 not found (set SPARSE_COURSE_DATA)")
+def test_eval_and_generate_a_hugging_face_checkpoint_folder(tmp_path, monkeypatch, capsys):
+    """--hf-model reads a GPT-NeoX folder (weights, config, tokenizer.json), as Pythia's are laid out;
+    the attention can be swapped for a sparse pattern at evaluation time."""
+    transformers = pytest.importorskip("transformers", reason="transformers writes the checkpoint")
+    from sparse_core.data.tokenizer import train_bpe
+
+    monkeypatch.setenv("SPARSE_COURSE_CACHE", str(tmp_path / "cache"))
+    tok = train_bpe(W.read_split("train").splitlines(keepends=True)[:500], 300)
+    folder = tmp_path / "neox"
+    config = transformers.GPTNeoXConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=64, rotary_pct=0.25, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.GPTNeoXForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tok.save(str(folder / "tokenizer.json"))
+    results = {}
+    for kind in ("dense", "local"):
+        out = tmp_path / f"{kind}.json"
+        assert main(["eval", "--hf-model", str(folder), "--seq-len", "32", "--max-batches", "2", "--batch-size", "2",
+                     "--attention", kind, "--window", "4", "--block-size", "16", "--json", str(out)]) == 0
+        results[kind] = json.loads(out.read_text())
+    assert results["dense"]["tokens"] == results["local"]["tokens"] == 4 * 32
+    assert results["local"]["pattern"].startswith("(sliding_window(window=4")
+    assert results["dense"]["loss"] != results["local"]["loss"]  # the pattern really changed the model
+    assert main(["generate", "--hf-model", str(folder), "--max-new-tokens", "3", "--temperature", "0"]) == 0
+    assert "new tokens" in capsys.readouterr().err

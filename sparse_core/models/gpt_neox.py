@@ -301,6 +301,8 @@ class GPTNeoX(nn.Module):
         super().__init__()
         if not isinstance(config, GPTNeoXConfig):
             raise TypeError(f"`config` must be a GPTNeoXConfig, got {type(config).__name__}")
+        #: True when ``pattern`` was given (it is not saved in the config: pass it again to rebuild)
+        self.custom_pattern = pattern is not None
         if pattern is not None:
             if not isinstance(pattern, Pattern):
                 raise TypeError(f"`pattern` must be a sparse_core.patterns.Pattern, got {type(pattern).__name__}")
@@ -369,7 +371,7 @@ class GPTNeoX(nn.Module):
         return self.embed_out(self.final_layer_norm(x))
 
     def extra_repr(self) -> str:
-        kind = self.config.attention if self.pattern is None or self.config.attention != "dense" else "custom"
+        kind = "custom" if self.custom_pattern else self.config.attention
         return f"attention={kind}, pattern={self.pattern!r}, block_size={self.config.block_size}"
 
 
