@@ -188,13 +188,29 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _clear_errors(fn):
+    """Expected failures (missing data or checkpoint, offline download, settings that do not
+    fit) print one line and exit with status 2 instead of a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except (FileNotFoundError, FileExistsError, ImportError, RuntimeError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def add_parsers(sub, positive_int, positive_float) -> None:
     t = sub.add_parser("train", help="train the GPT-NeoX case-study model on WikiText-2",
                        description="Train (or --resume) a GPT-NeoX model with dense or block-sparse attention on "
                                    "WikiText-2: AdamW, warmup + cosine, clipping, periodic validation, atomic "
                                    "checkpoints; Ctrl-C saves.")
     add_train_arguments(t, positive_int, positive_float)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=_clear_errors(cmd_train))
 
     e = sub.add_parser("eval", help="validation/test loss and perplexity of a trained or Pythia model",
                        description="Loss and perplexity on a WikiText-2 split, forward tokens/s and peak memory.")
@@ -204,7 +220,7 @@ def add_parsers(sub, positive_int, positive_float) -> None:
     e.add_argument("--batch-size", type=positive_int, default=8)
     e.add_argument("--max-batches", type=positive_int, default=None, help="default: the whole split")
     e.add_argument("--data-dir", default=None, help="folder holding wikitext-2/")
-    e.set_defaults(func=cmd_eval)
+    e.set_defaults(func=_clear_errors(cmd_eval))
 
     g = sub.add_parser("generate", help="sample text from a trained or Pythia model",
                        description="Sample with temperature / top-k using the key-value cache; reports tokens/s.")
@@ -214,4 +230,4 @@ def add_parsers(sub, positive_int, positive_float) -> None:
     g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     g.add_argument("--top-k", type=positive_int, default=40)
     g.add_argument("--seed", type=int, default=0)
-    g.set_defaults(func=cmd_generate)
+    g.set_defaults(func=_clear_errors(cmd_generate))

@@ -138,6 +138,14 @@ def test_commands_on_wikitext2(tmp_path, monkeypatch, capsys):
     assert gen["new_tokens"] == 5 and gen["text"].startswith(" The game") and gen["decode_tokens_per_s"] > 0
     with pytest.raises(SystemExit, match="exactly one"):
         main(["generate", "--max-new-tokens", "1"])
+    capsys.readouterr()
+    # expected failures: one clear line and status 2
+    assert main(["train", "--out", str(run), "--steps", "2", "--vocab-size", "2000"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--steps", "3", "--vocab-size", "2000", "--resume"]) == 2
+    assert "different settings" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "nothing")]) == 2
+    assert "checkpoint.pt" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(W.find_wikitext2() is None, reason="WikiText-2 not found (set SPARSE_COURSE_DATA)")

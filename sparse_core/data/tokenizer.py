@@ -10,8 +10,9 @@ The vocabulary is 10,000 by default (256 bytes + one special ``<|endoftext|>`` +
 Training is deterministic (tokenizers breaks ties between equal pair counts by the pair itself),
 takes a few seconds, and is cached in the *cache directory* (``SPARSE_COURSE_CACHE``, default
 ``~/.cache/sparse_course``) under a name holding the vocabulary size and the train file's
-checksum; encoded splits are cached there too (``.npy``). Training runs copy the tokenizer next
-to their checkpoints (``tokenizer.json``).
+checksum; encoded splits are cached there too (``.npy``, keyed by the tokenizer's and the
+split's checksums), so the text files are read only when the cache misses. Training runs copy
+the tokenizer next to their checkpoints (``tokenizer.json``).
 """
 from __future__ import annotations
 

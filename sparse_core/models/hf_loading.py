@@ -112,7 +112,7 @@ def resolve_checkpoint(name_or_dir: str | os.PathLike, revision: str | None = No
     except Exception as e:
         raise RuntimeError(
             f"could not download {name!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
-            f"Without network access, download it elsewhere (e.g. `huggingface-cli download {name} "
+            f"Without network access, download it elsewhere (e.g. `hf download {name} "
             f"--local-dir pythia`), copy the folder here and pass its path instead of the name."
         ) from e
 
