@@ -15,6 +15,12 @@ Checkpoints go to ``--runs`` (default ``results/tmp/case_study_runs/``, not comm
 
     python scripts/case_study.py --quick      # about a minute on 2 cores: a smoke test, not a result
     python scripts/case_study.py              # the comparison (hours on a CPU; see --help)
+
+Cost of the default comparison: 12 runs of 500 steps x 8,192 tokens (4.1M tokens each) of the
+``small`` preset (8.3M parameters). That preset trained at roughly 1,100-1,800 tokens/s on a
+shared 2-core machine, i.e. about 40-60 minutes per run and 8-12 hours in all; finished runs are
+skipped when the script is run again (``--force`` retrains), so it can be run in pieces
+(``--kinds``, ``--seq-lens``).
 """
 from __future__ import annotations
 
@@ -41,15 +47,15 @@ def parse_args(argv=None):
     p.add_argument("--kinds", nargs="+", choices=KINDS + ("fixed",), default=list(KINDS))
     p.add_argument("--seq-lens", type=int, nargs="+", default=None, help="default 512 1024 2048 (quick: 128 256)")
     p.add_argument("--preset", default=None, help="default small (quick: tiny)")
-    p.add_argument("--steps", type=int, default=None, help="default 2000 (quick: 4)")
+    p.add_argument("--steps", type=int, default=None, help="default 500 (quick: 4)")
     p.add_argument("--batch-tokens", type=int, default=None,
-                   help="tokens per batch, equal for every length (default 16384; quick: 1024)")
+                   help="tokens per batch, equal for every length (default 8192; quick: 1024)")
     p.add_argument("--window", type=int, default=None, help="local window (default 256; quick: 32)")
     p.add_argument("--stride", type=int, default=None, help="strided pattern stride (default 128; quick: 32)")
     p.add_argument("--block-size", type=int, default=None, help="kernel block size (default 64; quick: 32)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-interval", type=int, default=None, help="default 200 (quick: 2)")
+    p.add_argument("--eval-interval", type=int, default=None, help="default 50 (quick: 2)")
     p.add_argument("--eval-batches", type=int, default=None, help="default 10 (quick: 1)")
     p.add_argument("--final-eval-batches", type=int, default=None, help="default: whole validation split (quick: 2)")
     p.add_argument("--gen-tokens", type=int, default=None, help="tokens generated for decode speed (default 64; quick: 8)")
@@ -59,8 +65,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     q = args.quick
     defaults = dict(seq_lens=[128, 256] if q else [512, 1024, 2048], preset="tiny" if q else "small",
-                    steps=4 if q else 2000, batch_tokens=1024 if q else 16384, window=32 if q else 256,
-                    stride=32 if q else 128, block_size=32 if q else 64, eval_interval=2 if q else 200,
+                    steps=4 if q else 500, batch_tokens=1024 if q else 8192, window=32 if q else 256,
+                    stride=32 if q else 128, block_size=32 if q else 64, eval_interval=2 if q else 50,
                     eval_batches=1 if q else 10, final_eval_batches=2 if q else None, gen_tokens=8 if q else 64)
     for k, v in defaults.items():
         if getattr(args, k) is None:
