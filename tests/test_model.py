@@ -205,3 +205,21 @@ def test_hub_name_offline_fails_with_a_clear_message(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ValueError, match="gpt_neox"):
         from_pretrained(tmp_path)
+
+
+def test_decode_rows_with_no_allowed_key_give_zero_attention_like_the_kernel():
+    """A pattern can leave a query with no key (here odd positions see odd keys and even positions
+    nothing); the block-sparse kernel returns zeros there, and so must the cached decoding path."""
+    class OddOnly(P.Pattern):
+        def _mask(self, h, i, j):
+            return ((i % 2) == 1) & ((j % 2) == 1)
+
+    model = _model(pattern=OddOnly())
+    assert not model.pattern.to_dense(20, 20)[0, ::2].any()  # even positions see nothing
+    ids = _ids(1, 20)
+    full = model(ids)
+    cache = model.new_cache()
+    steps = [model(ids[:, :1], cache=cache)] + [model(ids[:, t:t + 1], cache=cache) for t in range(1, 20)]
+    out = torch.cat(steps, dim=1)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, full, atol=1e-10, rtol=0)

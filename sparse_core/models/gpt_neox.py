@@ -160,7 +160,8 @@ def _masked_attention(q, k, v, mask, scale):
     """Softmax attention with a boolean ``mask`` [heads or 1, n_q, n_k]; rows with no key give 0."""
     s = torch.matmul(q, k.transpose(-1, -2)) * scale
     s = s.masked_fill(~mask, float("-inf"))
-    p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # a fully masked row is all NaN -> zeros
+    p = torch.softmax(s, dim=-1)
+    p = torch.where(mask.any(dim=-1, keepdim=True), p, 0.0)  # fully masked rows: zeros (as the kernel)
     return torch.matmul(p, v)
 
 
