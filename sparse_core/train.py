@@ -13,7 +13,7 @@ r"""Training and evaluation of the GPT-NeoX case-study model on WikiText-2.
   continues with bit-identical losses. Ctrl-C finishes the current step, saves and returns (a
   second Ctrl-C aborts at once).
 * Measured, not claimed: training tokens/s is tokens over wall time of the optimisation steps
-  (evaluation and checkpoint writing excluded; the first step of each session, which compiles the
+  (evaluation and checkpoint writing excluded; the first step after each start or resume, which loads the
   Numba kernels, is excluded too); evaluation tokens/s is forward-only. Peak memory is the peak
   resident set size of the process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), which includes
   Python, torch and the data; it never decreases, so one process per configuration compares them.
@@ -251,7 +251,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             "command": command, "model_config": model.config.to_dict(), "train_config": dataclasses.asdict(cfg),
             "parameters": n_params, "step": step, "finished": step >= cfg.steps, "interrupted": interrupted,
             "history": history, "train_tokens_per_s": train_tokens_seen / train_seconds if train_seconds else None,
-            "train_tokens_per_s_note": "this session's optimisation steps after its first; eval and saving excluded",
+            "train_tokens_per_s_note": "optimisation steps since this start or resume, after the first; eval and saving excluded",
             "peak_rss_bytes": peak_rss_bytes(), "peak_memory_note": "resource.getrusage ru_maxrss of the process",
             "torch_threads": torch.get_num_threads(),
         })
