@@ -47,6 +47,7 @@ class Chapter:
 # chapter slug -> module holding its CHAPTER object
 CHAPTER_MODULES = {
     "ch01_dense": "sparse_core.grading.checks.ch01_dense",
+    "ch02_local": "sparse_core.grading.checks.ch02_local",
 }
 
 
