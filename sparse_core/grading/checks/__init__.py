@@ -47,6 +47,7 @@ class Chapter:
 # chapter slug -> module holding its CHAPTER object
 CHAPTER_MODULES = {
     "ch01_dense": "sparse_core.grading.checks.ch01_dense",
+    "ch04_block_sparse": "sparse_core.grading.checks.ch04_block_sparse",
 }
 
 
