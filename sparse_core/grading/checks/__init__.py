@@ -50,6 +50,7 @@ CHAPTER_MODULES = {
     "ch03_strided_axial": "sparse_core.grading.checks.ch03_strided_axial",
     "ch05_bigbird_longformer": "sparse_core.grading.checks.ch05_bigbird_longformer",
     "ch02_local": "sparse_core.grading.checks.ch02_local",
+    "ch04_block_sparse": "sparse_core.grading.checks.ch04_block_sparse",
 }
 
 
