@@ -51,6 +51,7 @@ CHAPTER_MODULES = {
     "ch05_bigbird_longformer": "sparse_core.grading.checks.ch05_bigbird_longformer",
     "ch02_local": "sparse_core.grading.checks.ch02_local",
     "ch04_block_sparse": "sparse_core.grading.checks.ch04_block_sparse",
+    "ch06_content": "sparse_core.grading.checks.ch06_content",
 }
 
 
