@@ -52,6 +52,7 @@ CHAPTER_MODULES = {
     "ch02_local": "sparse_core.grading.checks.ch02_local",
     "ch04_block_sparse": "sparse_core.grading.checks.ch04_block_sparse",
     "ch06_content": "sparse_core.grading.checks.ch06_content",
+    "ch07_linformer": "sparse_core.grading.checks.ch07_linformer",
 }
 
 
