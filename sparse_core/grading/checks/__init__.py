@@ -48,6 +48,7 @@ class Chapter:
 CHAPTER_MODULES = {
     "ch01_dense": "sparse_core.grading.checks.ch01_dense",
     "ch03_strided_axial": "sparse_core.grading.checks.ch03_strided_axial",
+    "ch08_performer": "sparse_core.grading.checks.ch08_performer",
 }
 
 
