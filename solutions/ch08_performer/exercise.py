@@ -145,7 +145,7 @@ def favor_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, w: np.ndarray, 
         out_i = sum_j (phi(x_i) . phi(y_j)) v_j  /  sum_j phi(x_i) . phi(y_j)
 
     computed as ``phi(X) (phi(Y)^T V)`` over ``phi(X) (phi(Y)^T 1)``: never build the
-    ``[n_q, n_k]`` matrix. It must stay finite for scores in the hundreds (where
+    ``[n_q, n_k]`` matrix. It must stay finite for scores in the thousands (where
     ``exp`` of the features' exponents overflows or underflows in float64): use shifts that
     cancel. Writing ``a_ir`` and ``b_jr`` for the exponents of queries and keys, subtract
     ``c_r = max_j b_jr`` from the keys' exponents and add it to the queries', then subtract
@@ -198,7 +198,7 @@ def causal_favor(q: np.ndarray, k: np.ndarray, v: np.ndarray, w: np.ndarray, chu
 
     Requirements: **exactly causal** -- changing ``q``, ``k`` or ``v`` at positions ``>= t``
     leaves the outputs at positions ``< t`` bit-for-bit unchanged (so no stabilising shift
-    may look at later keys) -- and finite for scores in the hundreds. A shift that is causal:
+    may look at later keys) -- and finite for scores in the thousands. A shift that is causal:
     the prefix maximum ``c_r(i) = max_{j<=i} b_jr``; the weight of pair ``(i, j)`` is then
     ``sum_r exp(a_ir + c_r(i) - M_i) exp(b_jr - c_r(j)) exp(c_r(j) - c_r(i))``, every factor
     ``<= 1``, and the carried state is rescaled by ``exp(c_old - c_new)`` when ``c`` grows.
