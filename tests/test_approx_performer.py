@@ -69,6 +69,20 @@ def test_projection_matches_package_construction():
     assert wi.shape == (40, 16) and abs(float((wi[:16] @ wi[:16].T - torch.diag(torch.diag(wi[:16] @ wi[:16].T))).abs().max())) > 1
 
 
+def test_haar_blocks_have_unbiased_directions():
+    """Sign-corrected QR gives isotropic rows; plain Householder QR leans row r of a block towards -e_r."""
+    g = torch.Generator().manual_seed(3)
+    d, blocks = 8, 3000
+    for haar, biased in ((True, False), (False, True)):
+        w = gaussian_orthogonal_random_matrix(d * blocks, d, generator=g, dtype=torch.float64, haar=haar)
+        u = (w / w.norm(dim=1, keepdim=True)).view(blocks, d, d)
+        diag_mean = torch.diagonal(u.mean(0))               # E[u_r . e_r] for row r of a block
+        se = (1.0 / (d * blocks)) ** 0.5
+        assert bool((diag_mean.abs() > 8 * se).any()) == biased, (haar, diag_mean)
+        for blk in u[:3]:
+            torch.testing.assert_close(blk @ blk.T, torch.eye(d, dtype=torch.float64), atol=1e-10, rtol=0)
+
+
 # ------------------------------------------------------------------ exactness of our two algorithms
 
 @pytest.mark.parametrize("causal", [False, True])

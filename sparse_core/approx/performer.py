@@ -59,17 +59,25 @@ _KERNELS = ("stable", "performer_pytorch")
 
 def gaussian_orthogonal_random_matrix(n_features: int, d: int, scaling: int = 0, orthogonal: bool = True,
                                       generator: torch.Generator | None = None,
-                                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                                      dtype: torch.dtype = torch.float32, haar: bool = False) -> torch.Tensor:
     """Random projection ``W [n_features, d]``.
 
     ``orthogonal=True``: stacked blocks of ``d`` orthonormal rows (QR of a Gaussian ``d x d``;
     the last block truncated), row norms drawn as norms of Gaussian vectors (``scaling=0``) or all
     ``sqrt(d)`` (``scaling=1``) -- the construction of ``performer_pytorch``. ``orthogonal=False``:
     i.i.d. ``N(0, 1)`` entries.
+
+    ``haar=True`` multiplies the columns of each ``Q`` by the signs of ``diag(R)``, which makes
+    every block exactly Haar-distributed (Mezzadri 2007), so every row is marginally
+    ``N(0, I_d)`` (``scaling=0``) and the kernel estimate is unbiased. Without it (the default,
+    as in ``performer_pytorch``) Householder QR returns columns whose diagonal entry is biased
+    (``Q[0, 0] < 0`` always), so row ``r`` of a block leans towards ``-e_r`` and the estimate of
+    ``exp(x . y)`` is biased for ``x + y`` along a coordinate axis. Same draws either way.
     """
     m = V.check_positive_int("n_features", n_features)
     d = V.check_positive_int("d", d)
     check_bool("orthogonal", orthogonal)
+    check_bool("haar", haar)
     if scaling not in (0, 1):
         raise ValueError(f"`scaling` must be 0 (Gaussian row norms) or 1 (norm sqrt(d)), got {scaling!r}")
     if not orthogonal:
@@ -77,7 +85,9 @@ def gaussian_orthogonal_random_matrix(n_features: int, d: int, scaling: int = 0,
     blocks = []
     for _ in range(-(-m // d)):
         g = torch.randn(d, d, generator=generator, dtype=torch.float64)
-        qm, _ = torch.linalg.qr(g, mode="reduced")
+        qm, r = torch.linalg.qr(g, mode="reduced")
+        if haar:
+            qm = qm * torch.where(torch.diagonal(r) < 0, -1.0, 1.0).to(qm.dtype)
         blocks.append(qm.T)
     w = torch.cat(blocks)[:m]
     if scaling == 0:

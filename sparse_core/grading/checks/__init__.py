@@ -53,6 +53,7 @@ CHAPTER_MODULES = {
     "ch04_block_sparse": "sparse_core.grading.checks.ch04_block_sparse",
     "ch06_content": "sparse_core.grading.checks.ch06_content",
     "ch07_linformer": "sparse_core.grading.checks.ch07_linformer",
+    "ch08_performer": "sparse_core.grading.checks.ch08_performer",
 }
 
 
