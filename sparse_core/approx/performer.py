@@ -219,7 +219,9 @@ class PerformerSelfAttention(HeadsAttention):
     ``n_features = int(d_head * log(d_head))`` as in ``performer_pytorch``). With
     ``feature_redraw_interval=N`` a training-mode forward redraws it once ``N`` forwards have run
     since the last draw (the package's ``ProjectionUpdater`` rule); :meth:`redraw_features` does it
-    by hand. Draws come from a generator seeded with ``seed``.
+    by hand. Draws come from a generator seeded with ``seed``; orthogonal blocks are Haar-distributed
+    (``haar=True`` of :func:`gaussian_orthogonal_random_matrix`, an unbiased kernel estimate) except
+    with ``kernel="performer_pytorch"``, which keeps the package's plain QR.
     """
 
     def __init__(self, d_model: int, n_heads: int, n_features: int | None = None, causal: bool = False,
@@ -248,8 +250,11 @@ class PerformerSelfAttention(HeadsAttention):
         self.register_buffer("calls_since_redraw", torch.zeros((), dtype=torch.long))
 
     def _draw(self):
+        # Unbiased (Haar) orthogonal blocks by default; the package-compatible kernel keeps the
+        # package's plain QR so that both draw the same matrix from the same generator.
         return gaussian_orthogonal_random_matrix(self.n_features, self.d_head, self.scaling, self.orthogonal,
-                                                 self._generator, torch.get_default_dtype())
+                                                 self._generator, torch.get_default_dtype(),
+                                                 haar=self.kernel != "performer_pytorch")
 
     @torch.no_grad()
     def redraw_features(self) -> None:
