@@ -5,6 +5,9 @@ Commands:
   cost    FLOPs and memory of dense attention for given sizes
   info    versions, threads and paths of this installation
   bench   measurements behind the book: ``bench layouts`` (see sparse_core.bench)
+  train     train the GPT-NeoX case-study model on WikiText-2 (see sparse_core.train)
+  eval      loss and perplexity of a trained run or a Pythia checkpoint
+  generate  sample text with the key-value cache
 """
 from __future__ import annotations
 
@@ -131,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measure parts of the library; each target writes JSON, a plot and a README.")
     add_target_parsers(b, _positive_int)
     b.set_defaults(func=_cmd_bench)
+
+    from .lm_cli import add_parsers
+
+    add_parsers(sub, _positive_int, _positive_float)
     return parser
 
 

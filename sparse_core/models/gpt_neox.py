@@ -1,0 +1,421 @@
+r"""GPT-NeoX, the architecture of the Pythia models, with pluggable (sparse) attention.
+
+What Pythia uses, and what this module implements (names follow Hugging Face's
+``GPTNeoXForCausalLM`` so real checkpoints load by renaming only the prefix):
+
+* token embedding ``embed_in`` and a separate, untied output matrix ``embed_out``;
+* ``num_layers`` blocks, each with two LayerNorms and a *parallel* residual
+  :math:`x \leftarrow x + \mathrm{Attn}(\mathrm{LN}_1(x)) + \mathrm{MLP}(\mathrm{LN}_2(x))`
+  (``use_parallel_residual=False`` gives the sequential form);
+* fused ``query_key_value`` projection laid out per head as ``[q | k | v]`` (head-major, as
+  GPT-NeoX stores it), scores scaled by :math:`1/\sqrt{d_\text{head}}`;
+* rotary position embeddings on the first ``rotary_ndims = int(d_head * rotary_pct)`` dimensions
+  of every query and key head (``rotary_pct = 0.25`` in Pythia), in the "rotate half" convention:
+  with :math:`r` = rotary_ndims, frequencies :math:`\theta_m = \text{base}^{-2m/r}` and
+  :math:`x = [x_1, x_2]` split into halves of the rotary part,
+  :math:`\mathrm{rope}(x)_t = x \cos(t\theta) + [-x_2, x_1] \sin(t\theta)`; the other dimensions
+  pass through unchanged;
+* MLP ``dense_h_to_4h`` -> exact GELU -> ``dense_4h_to_h``; a final LayerNorm.
+
+Attention is pluggable. ``attention="dense"`` uses PyTorch's ``scaled_dot_product_attention``
+with ``is_causal=True``. Every other choice is a :class:`~sparse_core.patterns.Pattern`, always
+intersected with :func:`~sparse_core.patterns.causal` (a language model must not see the
+future), computed by :func:`sparse_core.ops.block_sparse_attention` over
+``pattern.to_layout(n, n, block_size)``: only kept blocks are computed, and the same pattern's
+``mask_mod`` gives the rows used when decoding from the key-value cache. Named kinds:
+
+=========  ==================================================================================
+kind       pattern (then ``& causal``)
+=========  ==================================================================================
+dense      every earlier position (SDPA, no pattern)
+local      ``sliding_window(window, causal=True)``: the previous ``window`` positions and itself
+strided    ``strided(stride)``: the previous ``stride`` positions plus every ``stride``-th one
+           (Sparse Transformer; reaches the whole past in two hops)
+fixed      ``fixed(stride, c=1)``: the current window of ``stride`` plus the last position of
+           every earlier window (Sparse Transformer's "fixed" summary columns)
+mixed      ``per_head``: the first half of the heads local, the other half strided
+=========  ==================================================================================
+
+or pass any ``Pattern`` as ``GPTNeoX(config, pattern=...)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import block_sparse_attention
+from ..patterns import Pattern, causal, fixed, intersection, per_head, sliding_window, strided
+
+__all__ = ["GPTNeoXConfig", "PRESETS", "preset", "ATTENTION_KINDS", "attention_pattern", "GPTNeoX", "KVCache",
+           "generate"]
+
+ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed")
+
+
+@dataclass
+class GPTNeoXConfig:
+    """Sizes of a GPT-NeoX model and its attention (see the module docstring for the kinds)."""
+
+    vocab_size: int = 50304
+    hidden_size: int = 512
+    num_layers: int = 6
+    num_heads: int = 8
+    intermediate_size: int = 2048
+    rotary_pct: float = 0.25
+    rotary_base: float = 10000.0
+    max_position_embeddings: int = 2048
+    layer_norm_eps: float = 1e-5
+    use_parallel_residual: bool = True
+    attention_bias: bool = True
+    init_std: float = 0.02
+    # attention
+    attention: str = "dense"
+    window: int = 128
+    stride: int = 64
+    block_size: int = 64
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings", "window", "stride", "block_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"`hidden_size`={self.hidden_size} must be divisible by `num_heads`={self.num_heads}")
+        if not 0.0 <= float(self.rotary_pct) <= 1.0:
+            raise ValueError(f"`rotary_pct` must be in [0, 1], got {self.rotary_pct!r}")
+        if self.rotary_ndims % 2:
+            raise ValueError(f"rotary dimensions int(head_dim * rotary_pct) = {self.rotary_ndims} must be even")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"`attention` must be one of {', '.join(ATTENTION_KINDS)}, got {self.attention!r} "
+                             "(pass any other Pattern as GPTNeoX(config, pattern=...))")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def rotary_ndims(self) -> int:
+        return int(self.head_dim * self.rotary_pct)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTNeoXConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown GPTNeoXConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+#: Named sizes. The Pythia ones have the real vocabulary (50,304 rows); the CPU ones are for the
+#: book and the tests and take the vocabulary of the BPE trained on WikiText-2 (10,000 by default).
+PRESETS: dict[str, dict] = {
+    "pythia-70m": dict(vocab_size=50304, hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048),
+    "pythia-160m": dict(vocab_size=50304, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+    "tiny": dict(vocab_size=10000, hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512),
+    "small": dict(vocab_size=10000, hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+}
+
+
+def preset(name: str, **overrides: Any) -> GPTNeoXConfig:
+    """``GPTNeoXConfig`` of a named preset, with fields overridden by keyword."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return GPTNeoXConfig(**{**PRESETS[name], **overrides})
+
+
+def attention_pattern(config: GPTNeoXConfig) -> Pattern | None:
+    """The causal pattern of ``config.attention`` (None for dense)."""
+    kind = config.attention
+    if kind == "dense":
+        return None
+    local = sliding_window(config.window, causal=True)
+    if kind == "local":
+        p = local
+    elif kind == "strided":
+        p = strided(config.stride)
+    elif kind == "fixed":
+        p = fixed(config.stride, c=1)
+    else:  # mixed
+        if config.num_heads < 2:
+            raise ValueError("`attention='mixed'` needs at least 2 heads")
+        half = config.num_heads // 2
+        p = per_head([local] * half + [strided(config.stride)] * (config.num_heads - half))
+    return intersection(p, causal())
+
+
+# ---------------------------------------------------------------------------- attention backends
+
+def _masked_attention(q, k, v, mask, scale):
+    """Softmax attention with a boolean ``mask`` [heads or 1, n_q, n_k]; rows with no key give 0."""
+    s = torch.matmul(q, k.transpose(-1, -2)) * scale
+    s = s.masked_fill(~mask, float("-inf"))
+    p = torch.softmax(s, dim=-1)
+    p = torch.where(mask.any(dim=-1, keepdim=True), p, 0.0)  # fully masked rows: zeros (as the kernel)
+    return torch.matmul(p, v)
+
+
+class _Backend:
+    """Shared by every layer: computes attention for one kind, caches block layouts per length."""
+
+    def __init__(self, pattern: Pattern | None, num_heads: int, block_size: int):
+        self.pattern, self.num_heads, self.block_size = pattern, num_heads, block_size
+        if pattern is not None and pattern.n_heads not in (None, 1, num_heads):
+            raise ValueError(f"pattern {pattern!r} describes {pattern.n_heads} heads; the model has {num_heads}")
+        self.layout_heads = num_heads if (pattern is not None and (pattern.n_heads or 1) > 1) else 1
+        self._layouts: dict[int, Any] = {}
+        self._mask = None
+
+    def layout(self, n: int):
+        lay = self._layouts.get(n)
+        if lay is None:
+            lay = self._layouts[n] = self.pattern.to_layout(n, n, self.block_size, self.layout_heads)
+        return lay
+
+    def full(self, q, k, v, scale):
+        """Attention of a whole sequence to itself (positions 0..n-1)."""
+        if self.pattern is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        return block_sparse_attention(q, k, v, self.layout(q.shape[-2]), scale)
+
+    def mask(self, q_pos, n_k, device):
+        """Boolean [heads or 1, len(q_pos), n_k]: which cached keys each new query may use."""
+        i = q_pos[:, None]
+        j = torch.arange(n_k, device=device)[None, :]
+        if self.pattern is None:
+            return (j <= i)[None]
+        h = torch.arange(self.layout_heads, device=device)[:, None, None]
+        return self.pattern.mask_mod(0, h, i[None], j[None]) & (j <= i)[None]
+
+    def rows(self, q, k, v, pos0, scale):
+        """Queries at positions ``pos0..`` against every key in the cache (decode)."""
+        key = (pos0, q.shape[-2], k.shape[-2], q.device)
+        if self._mask is None or self._mask[0] != key:  # one mask per step, shared by the layers
+            q_pos = torch.arange(pos0, pos0 + q.shape[-2], device=q.device)
+            self._mask = (key, self.mask(q_pos, k.shape[-2], q.device))
+        return _masked_attention(q, k, v, self._mask[1], scale)
+
+
+# ---------------------------------------------------------------------------- modules
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far ([batch, heads, length, head_dim])."""
+
+    def __init__(self, num_layers: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0]
+        return 0 if first is None else first[0].shape[-2]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        past = self.layers[layer]
+        if past is not None:
+            k, v = torch.cat((past[0], k), dim=-2), torch.cat((past[1], v), dim=-2)
+        self.layers[layer] = (k, v)
+        return k, v
+
+
+class Attention(nn.Module):
+    def __init__(self, config: GPTNeoXConfig, backend: _Backend, index: int):
+        super().__init__()
+        self.num_heads, self.head_dim, self.index = config.num_heads, config.head_dim, index
+        self.rotary_ndims = config.rotary_ndims
+        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.backend = backend
+
+    def _rope(self, x, cos, sin):
+        r = self.rotary_ndims
+        if r == 0:
+            return x
+        x_rot, x_pass = x[..., :r], x[..., r:]
+        return torch.cat((x_rot * cos + _rotate_half(x_rot) * sin, x_pass), dim=-1)
+
+    def forward(self, x, cos, sin, cache: KVCache | None, pos0: int):
+        b, n, _ = x.shape
+        qkv = self.query_key_value(x).view(b, n, self.num_heads, 3 * self.head_dim).transpose(1, 2)
+        q, k, v = qkv.chunk(3, dim=-1)
+        q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if cache is not None:
+            k, v = cache.append(self.index, k, v)
+        if pos0 == 0:
+            o = self.backend.full(q, k, v, scale)
+        else:
+            o = self.backend.rows(q, k, v, pos0, scale)
+        return self.dense(o.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTNeoXConfig):
+        super().__init__()
+        self.dense_h_to_4h = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x):
+        return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x)))
+
+
+class Layer(nn.Module):
+    def __init__(self, config: GPTNeoXConfig, backend: _Backend, index: int):
+        super().__init__()
+        self.parallel = config.use_parallel_residual
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = Attention(config, backend, index)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, cache, pos0):
+        a = self.attention(self.input_layernorm(x), cos, sin, cache, pos0)
+        if self.parallel:
+            return x + a + self.mlp(self.post_attention_layernorm(x))
+        x = x + a
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class GPTNeoX(nn.Module):
+    """GPT-NeoX causal language model: ``input_ids [batch, n]`` -> ``logits [batch, n, vocab]``.
+
+    ``pattern`` (optional) overrides ``config.attention`` with any sparsity pattern; it is
+    intersected with ``causal()``. Decoding: ``cache = model.new_cache()``, then call the model
+    on the prompt and on each new token with ``cache=cache``.
+    """
+
+    def __init__(self, config: GPTNeoXConfig, pattern: Pattern | None = None):
+        super().__init__()
+        if not isinstance(config, GPTNeoXConfig):
+            raise TypeError(f"`config` must be a GPTNeoXConfig, got {type(config).__name__}")
+        #: True when ``pattern`` was given (it is not saved in the config: pass it again to rebuild)
+        self.custom_pattern = pattern is not None
+        if pattern is not None:
+            if not isinstance(pattern, Pattern):
+                raise TypeError(f"`pattern` must be a sparse_core.patterns.Pattern, got {type(pattern).__name__}")
+            pattern = intersection(pattern, causal())
+        else:
+            pattern = attention_pattern(config)
+        self.config = config
+        self.pattern = pattern
+        backend = _Backend(pattern, config.num_heads, config.block_size)
+        self.embed_in = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Layer(config, backend, i) for i in range(config.num_layers))
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.embed_out = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        r = config.rotary_ndims
+        inv_freq = 1.0 / (config.rotary_base ** (torch.arange(0, r, 2, dtype=torch.float32) / max(r, 1)))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Normal(0, init_std) weights, zero biases; the two residual output projections get
+        ``init_std / sqrt(2 * num_layers)`` so the residual stream does not grow with depth."""
+        std = self.config.init_std
+        out_std = std / math.sqrt(2 * self.config.num_layers)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, out_std if name.endswith(("attention.dense", "dense_4h_to_h")) else std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, 0.0, std)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.num_layers)
+
+    def num_parameters(self, embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if not embeddings:
+            n -= self.embed_in.weight.numel() + self.embed_out.weight.numel()
+        return n
+
+    def _rotary(self, pos0: int, n: int, dtype):
+        pos = torch.arange(pos0, pos0 + n, device=self.inv_freq.device, dtype=self.inv_freq.dtype)
+        freqs = pos[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
+                torch.int64, torch.int32):
+            what = (f"{tuple(input_ids.shape)} {input_ids.dtype}" if isinstance(input_ids, torch.Tensor)
+                    else type(input_ids).__name__)
+            raise ValueError(f"`input_ids` must be an integer tensor [batch, n], got {what}")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+            raise ValueError(f"`input_ids` must lie in [0, vocab_size={self.config.vocab_size}), got values in "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"`cache` must be a KVCache (model.new_cache()), got {type(cache).__name__}")
+        pos0 = cache.length if cache is not None else 0
+        x = self.embed_in(input_ids)
+        cos, sin = self._rotary(pos0, input_ids.shape[1], x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, cache, pos0)
+        return self.embed_out(self.final_layer_norm(x))
+
+    def extra_repr(self) -> str:
+        kind = "custom" if self.custom_pattern else self.config.attention
+        return f"attention={kind}, pattern={self.pattern!r}, block_size={self.config.block_size}"
+
+
+@torch.no_grad()
+def generate(model: GPTNeoX, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, generator: torch.Generator | None = None,
+             timings: dict | None = None) -> torch.Tensor:
+    """Sample ``max_new_tokens`` after ``input_ids [batch, n]`` with the key-value cache.
+
+    ``temperature`` 0 is greedy decoding; ``top_k`` keeps the k most likely tokens. Returns
+    ``[batch, n + max_new_tokens]``. A ``timings`` dict receives ``prefill_s`` (the prompt's
+    forward pass) and ``decode_s`` (every later step, sampling included), wall-clock seconds.
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"`max_new_tokens` must be a non-negative integer, got {max_new_tokens!r}")
+    if not (isinstance(temperature, (int, float)) and temperature >= 0 and math.isfinite(temperature)):
+        raise ValueError(f"`temperature` must be a finite number >= 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0):
+        raise ValueError(f"`top_k` must be a positive integer or None, got {top_k!r}")
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise ValueError("`input_ids` must be a non-empty integer tensor [batch, n]")
+    was_training = model.training
+    model.eval()
+    try:
+        t0 = time.perf_counter()
+        cache = model.new_cache()
+        logits = model(input_ids, cache=cache)[:, -1]
+        t1 = time.perf_counter()
+        out = [input_ids]
+        for step in range(max_new_tokens):
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits.float() / temperature
+                if top_k is not None and top_k < logits.shape[-1]:
+                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+            out.append(nxt.to(input_ids.dtype))
+            if step + 1 < max_new_tokens:
+                logits = model(nxt, cache=cache)[:, -1]
+        if timings is not None:
+            timings.update(prefill_s=t1 - t0, decode_s=time.perf_counter() - t1)
+        return torch.cat(out, dim=1)
+    finally:
+        model.train(was_training)
