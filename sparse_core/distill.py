@@ -114,6 +114,7 @@ BLOCK_PATTERNS = ("local", "strided", "fixed", "mixed")
 CHECKPOINT, METRICS, TOKENIZER = "checkpoint.pt", "metrics.json", "tokenizer.json"
 _ADDS_PARAMETERS = {"mask": True, "nsa": True, "performer": False, "topk": False, "block": False}
 _RESUMABLE_CHANGES = {"eval_interval", "eval_batches", "checkpoint_interval", "threads", "data_dir"}
+_KEPT = ("zero_shot", "zero_shot_hard", "teacher_eval", "last_eval", "last_eval_hard")  # evaluations saved with a checkpoint
 
 
 # ---------------------------------------------------------------------------- the loss
@@ -567,7 +568,7 @@ def distill(cfg: DistillConfig, out_dir: str | os.PathLike, teacher: GPTNeoX, *,
         opt.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
         step, history = state["step"], state["history"]
-        metrics.update({k: state[k] for k in ("zero_shot", "zero_shot_hard", "teacher_eval") if k in state})
+        metrics.update({k: state[k] for k in _KEPT if k in state})
         log(f"resuming {ckpt_path} at step {step}")
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer is not None:
@@ -598,7 +599,7 @@ def distill(cfg: DistillConfig, out_dir: str | os.PathLike, teacher: GPTNeoX, *,
                             "distill_config": dataclasses.asdict(cfg), "student": student.state_dict(),
                             "optimizer": opt.state_dict(), "step": step, "rng": _rng_state(), "history": history,
                             "teacher_fingerprint": fingerprint, "teacher_source": teacher_source,
-                            **{k: metrics[k] for k in ("zero_shot", "zero_shot_hard", "teacher_eval") if k in metrics}},
+                            **{k: metrics[k] for k in _KEPT if k in metrics}},
                            ckpt_path)
         metrics.update({
             "command": command, "teacher_source": teacher_source, "teacher_fingerprint": fingerprint,

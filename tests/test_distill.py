@@ -290,6 +290,8 @@ def test_ctrl_c_then_resume_gives_bit_identical_losses(tmp_path):
     assert rest["history"]["val"] == full["history"]["val"]
     untimed = lambda ev: {k: v for k, v in ev.items() if not k.endswith("tokens_per_s")}  # noqa: E731
     assert untimed(rest["zero_shot"]) == untimed(full["zero_shot"])
+    again = D.distill(cfg, tmp_path / "cut", teacher, resume=True, **kw)  # finished: nothing to do, same report
+    assert again["step"] == 8 and again["last_eval"] == rest["last_eval"] and again["zero_shot"] == rest["zero_shot"]
     student, loaded_cfg, state = D.load_student(tmp_path / "cut")
     assert loaded_cfg == cfg and state["step"] == 8
     x = torch.from_numpy(VAL[:40][None].astype(np.int64))
@@ -329,3 +331,26 @@ def test_distill_command_on_wikitext2(tmp_path, monkeypatch, capsys):
     assert "checkpoint.pt" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="exactly one"):
         main(["distill", "--out", str(tmp_path / "r")])
+
+
+@pytest.mark.skipif(W.find_wikitext2() is None, reason="WikiText-2 not found (set SPARSE_COURSE_DATA)")
+def test_distill_from_a_hugging_face_checkpoint_folder(tmp_path, monkeypatch):
+    """--hf-model takes a GPT-NeoX folder laid out like Pythia's as the teacher."""
+    transformers = pytest.importorskip("transformers", reason="transformers writes the checkpoint")
+    from sparse_core.data.tokenizer import train_bpe
+
+    monkeypatch.setenv("SPARSE_COURSE_CACHE", str(tmp_path / "cache"))
+    tok = train_bpe(W.read_split("train").splitlines(keepends=True)[:500], 300)
+    folder = tmp_path / "neox"
+    config = transformers.GPTNeoXConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=64, rotary_pct=0.25, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.GPTNeoXForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tok.save(str(folder / "tokenizer.json"))
+    out = tmp_path / "student"
+    assert main(["distill", "--hf-model", str(folder), "--out", str(out), "--student", "nsa", "--nsa-block", "8",
+                 "--nsa-window", "8", "--seq-len", "32", "--batch-size", "2", "--steps", "2", "--eval-interval", "2",
+                 "--eval-batches", "1", "--no-progress"]) == 0
+    m = json.loads((out / D.METRICS).read_text())
+    assert m["teacher_source"] == str(folder) and m["train_mode"] == "new" and m["finished"]
+    assert m["zero_shot"]["kl"] >= 0 and m["last_eval"]["density"] > 0
