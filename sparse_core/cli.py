@@ -8,6 +8,7 @@ Commands:
   train     train the GPT-NeoX case-study model on WikiText-2 (see sparse_core.train)
   eval      loss and perplexity of a trained run or a Pythia checkpoint
   generate  sample text with the key-value cache
+  distill   distil a cheaper attention from a dense teacher (see sparse_core.distill)
 """
 from __future__ import annotations
 
@@ -138,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .lm_cli import add_parsers
 
     add_parsers(sub, _positive_int, _positive_float)
+
+    from .distill_cli import add_parser as add_distill_parser
+
+    add_distill_parser(sub, _positive_int, _positive_float)
     return parser
 
 

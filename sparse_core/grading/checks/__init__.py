@@ -54,6 +54,7 @@ CHAPTER_MODULES = {
     "ch06_content": "sparse_core.grading.checks.ch06_content",
     "ch07_linformer": "sparse_core.grading.checks.ch07_linformer",
     "ch08_performer": "sparse_core.grading.checks.ch08_performer",
+    "ch10_distill": "sparse_core.grading.checks.ch10_distill",
 }
 
 
