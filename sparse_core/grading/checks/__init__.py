@@ -49,6 +49,7 @@ CHAPTER_MODULES = {
     "ch01_dense": "sparse_core.grading.checks.ch01_dense",
     "ch03_strided_axial": "sparse_core.grading.checks.ch03_strided_axial",
     "ch05_bigbird_longformer": "sparse_core.grading.checks.ch05_bigbird_longformer",
+    "ch09_case_study": "sparse_core.grading.checks.ch09_case_study",
 }
 
 
