@@ -21,8 +21,9 @@ Checkpoints go to ``--runs`` (default ``results/tmp/case_study_runs/``, not comm
     python scripts/case_study.py --quick      # about a minute on 2 cores: a smoke test, not a result
     python scripts/case_study.py              # the comparison (hours on a CPU; see --help)
 
-The CPU-sized comparison of the book (Chapter 9; the tiny preset, about 20-30 minutes on a quiet
-2-core machine, estimated from single-thread step times):
+The CPU-sized comparison of the book (Chapter 9; the tiny preset, 6.3M training tokens in all;
+about 20-25 minutes on a quiet 2-core machine, estimated from short runs of this configuration
+at 5,000-7,000 training tokens/s plus about 15 s per run for evaluation, generation and start-up):
 
     python scripts/case_study.py --preset tiny --steps 128 --batch-tokens 4096 --eval-interval 16 \
         --eval-batches 4 --final-eval-batches 16
