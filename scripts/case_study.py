@@ -9,12 +9,24 @@ command alone. Writes to ``--out`` (default ``results/case_study/``):
   validation loss/perplexity curve, train tokens/s, forward (eval) tokens/s, decode tokens/s,
   peak RSS of training, evaluation and generation, the final perplexity and a sample;
 * ``summary.csv`` -- one row per (attention, seq_len) with the final numbers;
-* ``curves.csv`` -- validation loss and perplexity per (attention, seq_len, step).
+* ``curves.csv`` -- validation loss and perplexity per (attention, seq_len, step), with the
+  training time at that step (``train_s``: step x tokens per step / the run's measured training
+  tokens/s -- every step has the same shape, so the rate is constant) for equal-wall-clock plots.
+
+The machine's load average is recorded before and after (``machine.loadavg_start/end``): a
+busy machine slows every run, and the timings are only comparable within one quiet run.
 
 Checkpoints go to ``--runs`` (default ``results/tmp/case_study_runs/``, not committed).
 
     python scripts/case_study.py --quick      # about a minute on 2 cores: a smoke test, not a result
     python scripts/case_study.py              # the comparison (hours on a CPU; see --help)
+
+The CPU-sized comparison of the book (Chapter 9; the tiny preset, 6.3M training tokens in all;
+about 20-25 minutes on a quiet 2-core machine, estimated from short runs of this configuration
+at 5,000-7,000 training tokens/s plus about 15 s per run for evaluation, generation and start-up):
+
+    python scripts/case_study.py --preset tiny --steps 128 --batch-tokens 4096 --eval-interval 16 \
+        --eval-batches 4 --final-eval-batches 16
 
 Cost of the default comparison: 12 runs of 500 steps x 8,192 tokens (4.1M tokens each) of the
 ``small`` preset (8.3M parameters). That preset trained at roughly 1,100-1,800 tokens/s on a
@@ -97,7 +109,7 @@ def _common(args) -> list[str]:
 
 def run_one(args, kind: str, n: int, log) -> dict:
     py = [sys.executable, "-m", "sparse_core"]
-    run = Path(args.runs).resolve() / f"{kind}-{n}"
+    run = Path(args.runs).resolve() / f"{args.preset}-{kind}-{n}"
     if run.is_relative_to(ROOT):  # the commands run in the checkout: keep them portable
         run = run.relative_to(ROOT)
     metrics_path = ROOT / run / "metrics.json"
@@ -110,29 +122,32 @@ def run_one(args, kind: str, n: int, log) -> dict:
                       "--eval-interval", str(args.eval_interval), "--eval-batches", str(args.eval_batches),
                       "--checkpoint-interval", str(max(args.eval_interval, 1)), "--no-progress", *_common(args)]
     done = metrics_path.is_file() and json.loads(metrics_path.read_text()).get("finished")
+    wall = {"train": None}
     if args.force or not done:
         if (ROOT / run / "checkpoint.pt").exists():
             if args.force:
                 (ROOT / run / "checkpoint.pt").unlink()
             else:
                 train_cmd.append("--resume")
-        _run(train_cmd, log)
+        wall["train"] = _run(train_cmd, log)
     metrics = json.loads(metrics_path.read_text())
     eval_json, gen_json = ROOT / run / "eval.json", ROOT / run / "generate.json"
     eval_cmd = py + ["eval", "--checkpoint", str(run), "--batch-size", str(batch), "--json", str(run / "eval.json"),
                      *_common(args)]
     if args.final_eval_batches:
         eval_cmd += ["--max-batches", str(args.final_eval_batches)]
-    _run(eval_cmd, log)
+    wall["eval"] = _run(eval_cmd, log)
     gen_cmd = py + ["generate", "--checkpoint", str(run), "--max-new-tokens", str(args.gen_tokens),
                     "--seed", str(args.seed), "--json", str(run / "generate.json"), *_common(args)]
-    _run(gen_cmd, log)
+    wall["generate"] = _run(gen_cmd, log)
     ev, gen = json.loads(eval_json.read_text()), json.loads(gen_json.read_text())
     return {
         "attention": kind, "seq_len": n, "batch_size": batch, "steps": metrics["step"],
         "parameters": metrics["parameters"], "pattern": ev["pattern"],
         "commands": {"train": metrics["command"], "eval": ev["command"], "generate": gen["command"]},
-        "val_curve": [{"step": s, "loss": loss, "ppl": ppl} for s, loss, ppl in metrics["history"]["val"]],
+        "val_curve": [{"step": s, "loss": loss, "ppl": ppl,
+                       "train_s": s * batch * n / tps if (tps := metrics["train_tokens_per_s"]) else None}
+                      for s, loss, ppl in metrics["history"]["val"]],
         "train_loss_last": metrics["history"]["train"][-1][1],
         "train_tokens_per_s": metrics["train_tokens_per_s"],
         "final_val_loss": ev["loss"], "final_val_ppl": ev["ppl"], "final_val_tokens": ev["tokens"],
@@ -141,6 +156,7 @@ def run_one(args, kind: str, n: int, log) -> dict:
             "train": metrics["peak_rss_bytes"] / 2**20, "eval": ev["peak_rss_bytes"] / 2**20,
             "generate": gen["peak_rss_bytes"] / 2**20},
         "torch_threads": metrics["torch_threads"], "sample": gen["text"],
+        "command_wall_s": wall,
     }
 
 
@@ -150,6 +166,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     # the BPE and the encoded splits are built once, here, so no run's time or memory includes them
     from sparse_core.data.tokenizer import encode_split, load_or_train_tokenizer
 
@@ -173,12 +190,17 @@ def main(argv=None) -> int:
     summary = {
         "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
         "quick": args.quick, "settings": {k: v for k, v in vars(args).items() if k not in ("out", "runs")},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "loadavg_start": load_start,
+                    "loadavg_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "notes": {
             "train_tokens_per_s": "optimisation steps only (first step, evaluation and saving excluded)",
             "eval_tokens_per_s": "forward passes only, no_grad, at the training sequence length, after a warm-up call",
             "decode_tokens_per_s": "new tokens after the first / decode wall time, key-value cache, batch 1, after a warm-up call",
             "peak_rss_mib": "resource.getrusage ru_maxrss of each command's own process (whole process)",
+            "train_s": "training seconds at a curve point: step * tokens per step / train_tokens_per_s",
+            "command_wall_s": "wall time of each command's process (train: None when an earlier run was reused)",
+            "loadavg": "1, 5 and 15 minute load averages of the machine at the start and the end",
         },
         "wall_s": time.perf_counter() - t0, "runs": rows,
     }
@@ -192,10 +214,10 @@ def main(argv=None) -> int:
             w.writerow([r[c] for c in cols] + [round(r["peak_rss_mib"][k], 1) for k in ("train", "eval", "generate")])
     with open(out / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["attention", "seq_len", "step", "val_loss", "val_ppl"])
+        w.writerow(["attention", "seq_len", "step", "val_loss", "val_ppl", "train_s"])
         for r in rows:
             for c in r["val_curve"]:
-                w.writerow([r["attention"], r["seq_len"], c["step"], c["loss"], c["ppl"]])
+                w.writerow([r["attention"], r["seq_len"], c["step"], c["loss"], c["ppl"], c["train_s"]])
     print(f"wrote {out / 'summary.json'}, summary.csv, curves.csv in {summary['wall_s']:.0f} s")
     return 0
 

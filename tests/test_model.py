@@ -223,3 +223,27 @@ def test_decode_rows_with_no_allowed_key_give_zero_attention_like_the_kernel():
     out = torch.cat(steps, dim=1)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, full, atol=1e-10, rtol=0)
+
+
+def test_forward_flops_matches_torch_flop_counter_and_the_cost_model():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sparse_core.cost import attention_cost
+    from sparse_core.models import forward_flops
+
+    config = preset("tiny", vocab_size=300, num_layers=3, intermediate_size=200)
+    model = GPTNeoX(config).eval()
+    n = 70
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, n, dtype=torch.long))
+    flops = forward_flops(config, n)
+    # every matrix product outside the attention core (PyTorch counts 2 FLOPs per multiply-add too)
+    assert flops["projections"] + flops["mlp"] + flops["output"] == counter.get_total_flops()
+    core = attention_cost(n, n, config.head_dim, n_heads=config.num_heads, causal=True).matmul_flops
+    assert flops["attention"] == config.num_layers * core
+    assert flops["total"] == sum(flops[k] for k in ("projections", "mlp", "attention", "output"))
+    assert forward_flops(config, n, pairs=0)["attention_fraction"] == 0.0
+    with pytest.raises(ValueError, match="pairs"):
+        forward_flops(config, n, pairs=n * n + 1)
+    with pytest.raises(ValueError, match="`n`"):
+        forward_flops(config, 0)

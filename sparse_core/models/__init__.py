@@ -6,6 +6,6 @@
 * :mod:`sparse_core.models.hf_loading` -- real Pythia weights from Hugging Face GPT-NeoX
   safetensors checkpoints.
 """
-from .gpt_neox import PRESETS, GPTNeoX, GPTNeoXConfig, KVCache, attention_pattern, generate, preset
+from .gpt_neox import PRESETS, GPTNeoX, GPTNeoXConfig, KVCache, attention_pattern, forward_flops, generate, preset
 
-__all__ = ["GPTNeoX", "GPTNeoXConfig", "KVCache", "PRESETS", "preset", "attention_pattern", "generate"]
+__all__ = ["GPTNeoX", "GPTNeoXConfig", "KVCache", "PRESETS", "preset", "attention_pattern", "generate", "forward_flops"]

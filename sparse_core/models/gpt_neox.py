@@ -54,7 +54,7 @@ from ..ops import block_sparse_attention
 from ..patterns import Pattern, causal, fixed, intersection, per_head, sliding_window, strided
 
 __all__ = ["GPTNeoXConfig", "PRESETS", "preset", "ATTENTION_KINDS", "attention_pattern", "GPTNeoX", "KVCache",
-           "generate"]
+           "generate", "forward_flops"]
 
 ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed")
 
@@ -152,6 +152,35 @@ def attention_pattern(config: GPTNeoXConfig) -> Pattern | None:
         half = config.num_heads // 2
         p = per_head([local] * half + [strided(config.stride)] * (config.num_heads - half))
     return intersection(p, causal())
+
+
+def forward_flops(config: GPTNeoXConfig, n: int, pairs: float | None = None) -> dict:
+    r"""Matrix-multiply FLOPs of one forward pass over a sequence of ``n`` tokens (batch 1).
+
+    A multiply-add counts 2 FLOPs; LayerNorms, GELU, softmax, rotary and biases are left out
+    (they are :math:`O(n\,h)` and small next to these). With hidden size :math:`h`, MLP width
+    :math:`i`, vocabulary :math:`V`, :math:`L` layers and :math:`P` kept (query, key) pairs per
+    head (``pairs``; default: causal dense, :math:`n(n+1)/2`):
+
+    * ``projections`` -- query/key/value and output projections, :math:`L \cdot 2n(3h^2 + h^2)`;
+    * ``mlp`` -- :math:`L \cdot 2n \cdot 2hi`;
+    * ``attention`` -- scores and weighted values over every head, :math:`L \cdot 4Ph`
+      (:math:`2Pd` each for :math:`QK^\top` and :math:`PV`, times :math:`h/d` heads);
+    * ``output`` -- the untied output layer, :math:`2nhV` (the input embedding is a lookup);
+    * ``total`` -- their sum; ``attention_fraction`` -- ``attention / total``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"`n` must be a positive integer, got {n!r}")
+    if pairs is None:
+        pairs = n * (n + 1) / 2
+    if not (isinstance(pairs, (int, float)) and 0 <= pairs <= n * n):
+        raise ValueError(f"`pairs` must be a number in [0, n*n={n * n}], got {pairs!r}")
+    h, i, L = config.hidden_size, config.intermediate_size, config.num_layers
+    out = {"projections": L * 2 * n * 4 * h * h, "mlp": L * 2 * n * 2 * h * i,
+           "attention": L * 4 * float(pairs) * h, "output": 2 * n * h * config.vocab_size}
+    out["total"] = sum(out.values())
+    out["attention_fraction"] = out["attention"] / out["total"]
+    return out
 
 
 # ---------------------------------------------------------------------------- attention backends

@@ -55,6 +55,7 @@ CHAPTER_MODULES = {
     "ch07_linformer": "sparse_core.grading.checks.ch07_linformer",
     "ch08_performer": "sparse_core.grading.checks.ch08_performer",
     "ch10_distill": "sparse_core.grading.checks.ch10_distill",
+    "ch09_case_study": "sparse_core.grading.checks.ch09_case_study",
 }
 
 
