@@ -395,6 +395,7 @@ def run_cases(factory, cases: list[dict], timeout: float = 60.0, what: str = "ke
                                    "ends? a barrier some threads never reach?)") from None
         if proc.returncode != 0 or not dst.exists():
             tail = "\n".join("    " + line for line in (proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            tail = tail or "    (it printed nothing: it was killed, or exited from inside the kernel)"
             raise SimulatorFailure(f"{what}: the simulator process failed (exit code {proc.returncode}):\n{tail}")
         out = np.load(dst)
         report = json.loads(str(out["report"]))
