@@ -20,6 +20,8 @@ __all__ = [
     "block_sparse_forward",
     "block_row_backward",
     "layout_flops",
+    "block_scores_kernel",
+    "global_reads",
 ]
 
 
@@ -173,3 +175,88 @@ def layout_flops(
     Hint: roughly 6 lines.
     """
     raise NotImplementedError("Exercise 4.4: layout_flops")
+
+
+def block_scores_kernel(cuda, block_size: int, d: int):
+    """Exercise 4.5 -- a GPU puzzle: the scores of the kept blocks, K tiles in shared memory.
+
+    Return a ``@cuda.jit`` kernel ``kernel(q, k, indptr, indices, s)`` that writes, for every
+    kept block ``p`` of query block ``qb`` (``indptr[qb] <= p < indptr[qb + 1]``, key block
+    ``kb = indices[p]``), the ``B x B`` tile of scores
+
+        ``s[p, i, j] = sum_x q[qb*B + i, x] * k[kb*B + j, x]``,
+
+    and ``s[p, i, j] = 0`` where the row ``qb*B + i >= n_q`` or the key ``kb*B + j >= n_k``
+    (the last block row/column is shorter). ``s`` arrives uninitialised (NaN in the checks).
+    The kernel is launched as ``kernel[(n_qb,), (B, B)](q, k, indptr, indices, s)``: thread
+    block ``cuda.blockIdx.x`` is query block ``qb``; thread ``(x, y) = (cuda.threadIdx.x,
+    cuda.threadIdx.y)`` computes the score of row ``y`` and key column ``x`` of every tile.
+
+    The puzzle is to read global memory as little as a tiled kernel does: stage the query
+    block in shared memory once, and for each kept block stage its ``B x d`` K tile in shared
+    memory (each thread loading a few elements, zeros past the end), so that every element of
+    ``q`` is read at most once and every element of ``k`` at most once per query block that
+    keeps its block. Separate the loads from the reads with ``cuda.syncthreads()`` on both
+    sides. The checks run the kernel in Numba's CUDA simulator, count every global read, and
+    reject races that the plain simulator would let through.
+
+    Args:
+        cuda: the ``numba.cuda`` module (in the checks, a recording stand-in with ``jit``,
+            ``threadIdx``, ``blockIdx``, ``blockDim``, ``gridDim``, ``syncthreads``,
+            ``shared.array``, ``local.array``).
+        block_size: ``B``; d: head dimension (both compile-time constants of the kernel).
+
+    Returns:
+        the kernel, taking float32 ``q [n_q, d]``, ``k [n_k, d]``, integer ``indptr [n_qb + 1]``,
+        ``indices [nnz]`` (the CSR layout of Exercise 4.1) and writing float32 ``s [nnz, B, B]``.
+
+    Example:
+        With ``B = 2``, ``d = 1``, ``q = [[1], [2], [3]]``, ``k = [[1], [10], [100]]`` and the
+        layout ``indptr = [0, 1, 2]``, ``indices = [1, 0]``: ``s[0] = [[100, 0], [200, 0]]``
+        (query block 0 against key block 1, whose second key does not exist) and
+        ``s[1] = [[3, 30], [0, 0]]`` (query block 1 has one row).
+
+    Hint: roughly 22 lines. Two ``cuda.shared.array((B, d), np.float32)`` tiles; thread
+    ``(x, y)`` loads row ``y`` of a tile, columns ``x, x + B, x + 2B, ...``.
+    """
+    raise NotImplementedError("Exercise 4.5: block_scores_kernel")
+
+
+def global_reads(
+    row_ptr: np.ndarray,
+    col_idx: np.ndarray,
+    block_size: int,
+    n_q: int,
+    n_k: int,
+    d: int,
+) -> tuple[int, int]:
+    """Exercise 4.6 -- global-memory reads of the block-scores kernel, naive and tiled.
+
+    Count the elements of ``q`` and ``k`` that the kernel of Exercise 4.5 reads from global
+    memory, for one head, in two versions:
+
+    * naive: every thread whose row and key exist reads its ``d`` values of ``q`` and its
+      ``d`` values of ``k`` from global memory, for every kept block;
+    * tiled (Exercise 4.5): every query block stages its rows of ``q`` once (even a block row
+      with no kept block), and every kept block stages the rows of its K tile that exist.
+
+    Threads and tile rows past the end of the data read nothing.
+
+    Args:
+        row_ptr: ``[n_qb + 1]``; col_idx: ``[nnz]`` -- the layout (Exercise 4.1).
+        block_size: ``B``; n_q, n_k: lengths; d: head dimension.
+
+    Returns:
+        ``(naive, tiled)``, two ints: ``2 d sum_{kept (r, c)} |I_r| |J_c|`` and
+        ``n_q d + d sum_{kept (r, c)} |J_c|``.
+
+    Example:
+        >>> global_reads(np.array([0, 1, 2]), np.array([1, 0]), 2, n_q=3, n_k=3, d=1)
+        (8, 6)
+
+        (block (0, 1) is 2 x 1 and block (1, 0) is 1 x 2: naive ``2 * 1 * (2 + 2)``; tiled:
+        the 3 query rows, then 1 + 2 key rows)
+
+    Hint: roughly 6 lines.
+    """
+    raise NotImplementedError("Exercise 4.6: global_reads")

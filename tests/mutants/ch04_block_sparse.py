@@ -269,6 +269,152 @@ def flops_dense(row_ptr, col_idx, block_size, d, n_q, n_k, d_v=None):
     return 2 * (d + d_v) * n_q * n_k
 
 
+# ---------------------------------------------------------------- 4.5 block_scores_kernel (GPU puzzle)
+# Each mutant is a factory like the answer's; the checks load it from this file in the simulator.
+
+def scores_naive_global_reads(cuda, block_size, d):
+    """Right scores, no shared memory: every thread reads its q row and k row from global memory."""
+    B, D = int(block_size), int(d)
+
+    @cuda.jit
+    def kernel(q, k, indptr, indices, s):
+        qb, tx, ty = cuda.blockIdx.x, cuda.threadIdx.x, cuda.threadIdx.y
+        row = qb * B + ty
+        for p in range(indptr[qb], indptr[qb + 1]):
+            key = indices[p] * B + tx
+            acc = np.float32(0.0)
+            if row < q.shape[0] and key < k.shape[0]:
+                for x in range(D):
+                    acc += q[row, x] * k[key, x]
+            s[p, ty, tx] = acc
+
+    return kernel
+
+
+def _tiled(cuda, block_size, d, *, stage_k=True, sync_after_load=True, sync_before_load=True, wrong_index=False,
+           off_by_one=False, zero_pad=True, first_columns_only=False, zero_fill_by_one_thread=False):
+    B, D = int(block_size), int(d)
+    f32 = np.float32
+    XEND = min(D, B) if first_columns_only else D
+
+    @cuda.jit
+    def kernel(q, k, indptr, indices, s):
+        qb, tx, ty = cuda.blockIdx.x, cuda.threadIdx.x, cuda.threadIdx.y
+        Qs = cuda.shared.array((B, D), f32)
+        Ks = cuda.shared.array((B, D), f32)
+        row = qb * B + ty
+        n_q = q.shape[0] + (1 if off_by_one else 0)
+        n_k = k.shape[0] + (1 if off_by_one else 0)
+        for x in range(tx, XEND, B):
+            Qs[ty, x] = q[row, x] if row < n_q else f32(0.0)
+        for p in range(indptr[qb], indptr[qb + 1]):
+            kb = indices[p]
+            key = kb * B + ty
+            if sync_before_load:
+                cuda.syncthreads()
+            if stage_k:
+                for x in range(tx, XEND, B):
+                    if key < n_k:
+                        Ks[ty, x] = k[key, x]
+                    elif zero_pad:
+                        Ks[ty, x] = f32(0.0)
+            if sync_after_load:
+                cuda.syncthreads()
+            if zero_fill_by_one_thread and tx == 0:
+                for j in range(B):
+                    s[p, ty, j] = f32(0.0)
+            acc = f32(0.0)
+            for x in range(D):
+                if stage_k:
+                    acc += Qs[ty, x] * (Ks[ty, x] if wrong_index else Ks[tx, x])
+                elif kb * B + tx < k.shape[0]:
+                    acc += Qs[ty, x] * k[kb * B + tx, x]
+            s[p, ty, tx] = acc
+
+    return kernel
+
+
+def scores_k_from_global(cuda, block_size, d):
+    """Q staged in shared memory, but every thread reads its keys from global memory."""
+    return _tiled(cuda, block_size, d, stage_k=False)
+
+
+def scores_no_sync_after_load(cuda, block_size, d):
+    """No cuda.syncthreads() between loading the K tile and reading it."""
+    return _tiled(cuda, block_size, d, sync_after_load=False)
+
+
+def scores_no_sync_before_reload(cuda, block_size, d):
+    """No cuda.syncthreads() before the next K tile overwrites the one other threads still read."""
+    return _tiled(cuda, block_size, d, sync_before_load=False)
+
+
+def scores_wrong_tile_index(cuda, block_size, d):
+    """Reads row ty of the K tile instead of row tx (the thread's key)."""
+    return _tiled(cuda, block_size, d, wrong_index=True)
+
+
+def scores_off_by_one_bounds(cuda, block_size, d):
+    """Bounds test <= instead of <: reads one row past the end of q and k."""
+    return _tiled(cuda, block_size, d, off_by_one=True)
+
+
+def scores_no_zero_padding(cuda, block_size, d):
+    """Leaves the tile rows past the end of k unwritten (garbage, or the previous tile's keys)."""
+    return _tiled(cuda, block_size, d, zero_pad=False)
+
+
+def scores_loads_first_block_of_columns(cuda, block_size, d):
+    """Loads only the columns x < B of each tile row: wrong when d > B."""
+    return _tiled(cuda, block_size, d, first_columns_only=True)
+
+
+def scores_zero_fill_by_one_thread(cuda, block_size, d):
+    """Thread x = 0 zeroes its whole output row, then every thread writes its score: two writers."""
+    return _tiled(cuda, block_size, d, zero_fill_by_one_thread=True)
+
+
+# ---------------------------------------------------------------- 4.6 global_reads
+
+def _reads(row_ptr, col_idx, block_size, n_q, n_k, d, *, padded=False, q_once=True, q_per_block=False,
+           q_only_kept_rows=False, two=True):
+    B = block_size
+    counts = np.diff(np.asarray(row_ptr, dtype=np.int64))
+    rows = np.minimum(B, n_q - np.arange(counts.size) * B)
+    cols = np.minimum(B, n_k - np.asarray(col_idx, dtype=np.int64) * B)
+    if padded:
+        rows, cols = np.full_like(rows, B), np.full_like(cols, B)
+    naive = (2 if two else 1) * d * int((np.repeat(rows, counts) * cols).sum())
+    tiled = d * int(cols.sum())
+    if q_per_block:
+        tiled += d * int((np.repeat(rows, counts)).sum())
+    elif q_only_kept_rows:
+        tiled += d * int(rows[counts > 0].sum())
+    elif q_once:
+        tiled += n_q * d
+    return naive, tiled
+
+
+def reads_padded_blocks(row_ptr, col_idx, block_size, n_q, n_k, d):
+    return _reads(row_ptr, col_idx, block_size, n_q, n_k, d, padded=True)
+
+
+def reads_forgets_q(row_ptr, col_idx, block_size, n_q, n_k, d):
+    return _reads(row_ptr, col_idx, block_size, n_q, n_k, d, q_once=False)
+
+
+def reads_q_per_kept_block(row_ptr, col_idx, block_size, n_q, n_k, d):
+    return _reads(row_ptr, col_idx, block_size, n_q, n_k, d, q_per_block=True)
+
+
+def reads_q_only_for_rows_with_blocks(row_ptr, col_idx, block_size, n_q, n_k, d):
+    return _reads(row_ptr, col_idx, block_size, n_q, n_k, d, q_only_kept_rows=True)
+
+
+def reads_naive_counts_k_only(row_ptr, col_idx, block_size, n_q, n_k, d):
+    return _reads(row_ptr, col_idx, block_size, n_q, n_k, d, two=False)
+
+
 MUTANTS = {
     "4.1": [layout_floor_division, layout_all_instead_of_any, layout_inclusive_end_off_by_one,
             layout_no_leading_zero, layout_counts_not_offsets, layout_transposed],
@@ -280,4 +426,9 @@ MUTANTS = {
             backward_unscaled_scores],
     "4.4": [flops_padded_blocks, flops_forgets_pv, flops_no_factor_two, flops_edge_by_modulo, flops_ignores_d_v,
             flops_dense],
+    "4.5": [scores_naive_global_reads, scores_k_from_global, scores_no_sync_after_load, scores_no_sync_before_reload,
+            scores_wrong_tile_index, scores_off_by_one_bounds, scores_no_zero_padding,
+            scores_loads_first_block_of_columns, scores_zero_fill_by_one_thread],
+    "4.6": [reads_padded_blocks, reads_forgets_q, reads_q_per_kept_block, reads_q_only_for_rows_with_blocks,
+            reads_naive_counts_k_only],
 }

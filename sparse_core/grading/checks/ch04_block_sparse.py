@@ -6,6 +6,12 @@ the float64 dense oracle :func:`sparse_core.reference.attention` with the layout
 token mask, gradients from PyTorch autograd through that oracle, and FLOPs from
 :meth:`BlockLayout.flops`. Inputs: seeded, lengths that are not multiples of the block size,
 block rows with no kept block, token masks with fully masked rows, batches and heads.
+
+The GPU puzzle (4.5) runs the reader's kernel in Numba's CUDA simulator in a child process
+(:mod:`sparse_core.grading.cudasim`), with arrays that count every global read and shared
+arrays that report races the plain simulator would hide; expected scores come from a float64
+matrix product cut into tiles by a plain loop, read limits from the layout. Expected read
+counts (4.6) come from walking every thread of every kept block.
 """
 from __future__ import annotations
 
@@ -396,6 +402,144 @@ def _flops_small(fn):
         _flops_compare(fn, rp, ci, B, 16, n_q, n_k, 8, 2 * 24 * int(pairs), note=" (random layout)")
 
 
+# ---------------------------------------------------------------- Exercise 4.5: the block-scores kernel (GPU puzzle)
+
+def _scores_expected(q, k, rp, ci, B):
+    """float64 [nnz, B, B]: the score tiles of the kept blocks, zero outside the data (a plain loop)."""
+    n_q, n_k = q.shape[0], k.shape[0]
+    full = q.astype(np.float64) @ k.astype(np.float64).T
+    out = np.zeros((len(ci), B, B))
+    for r in range(len(rp) - 1):
+        for p in range(rp[r], rp[r + 1]):
+            c = int(ci[p])
+            rows, cols = min(B, n_q - r * B), min(B, n_k - c * B)
+            out[p, :rows, :cols] = full[r * B:r * B + rows, c * B:c * B + cols]
+    return out
+
+
+def _scores_case(seed, n_q, n_k, d, B, blocks=None, density=0.5, empty_rows=(), note=""):
+    rng = _rng(seed)
+    q = rng.standard_normal((n_q, d)).astype(np.float32)
+    k = rng.standard_normal((n_k, d)).astype(np.float32)
+    if blocks is None:
+        blocks = _random_blocks(rng, n_q, n_k, B, density, empty_rows)
+    rp, ci = _csr_of_blocks(blocks)
+    return dict(constants=[B, d], grid=[len(rp) - 1], block=[B, B],
+                inputs={"q": q, "k": k, "indptr": rp, "indices": ci},
+                outputs={"s": np.full((len(ci), B, B), np.nan, np.float32)},
+                args=[(n, None) for n in ("q", "k", "indptr", "indices", "s")],
+                note=f"n_q={n_q}, n_k={n_k}, d={d}, block_size={B}, {len(ci)} kept blocks{note}")
+
+
+def _scores_run(fn, cases):
+    """Run the reader's kernel on the cases in the strict simulator; check every score tile."""
+    from ..cudasim import run_cases
+
+    results = run_cases(fn, cases, timeout=45.0, what="block_scores_kernel")
+    for case, r in zip(cases, results):
+        ctx = (f"kernel[({case['grid'][0]},), ({case['block'][0]}, {case['block'][1]})](q, k, indptr, indices, s)"
+               f" with {case['note']}")
+        if r["error"]:
+            raise AssertionError(f"block_scores_kernel: the kernel failed in the simulator for {ctx}:\n    "
+                                 + r["error"].replace("\n", "\n    ")
+                                 + (f"\n  in your code:\n{r['where']}" if r.get("where") else ""))
+        i = case["inputs"]
+        expected = _scores_expected(i["q"], i["k"], i["indptr"], i["indices"], case["constants"][0])
+        assert_close(r["arrays"]["s"], expected, what="block_scores_kernel: s", atol=1e-4, rtol=1e-5, context=ctx)
+    return results
+
+
+def _scores_small(fn):
+    _scores_run(fn, [
+        _scores_case(90, 16, 16, 8, 4, density=0.6),
+        _scores_case(91, 24, 24, 8, 8, blocks=np.tril(np.ones((3, 3), bool)), note=" (causal layout)"),
+    ])
+
+
+def _scores_edges(fn):
+    _scores_run(fn, [
+        _scores_case(92, 13, 18, 6, 4, density=0.6, note=" (lengths and d not multiples of the block size)"),
+        _scores_case(93, 10, 7, 12, 4, density=0.8, empty_rows=(1,),
+                     note=" (d = 3 blocks; query block 1 keeps nothing)"),
+        _scores_case(94, 5, 9, 2, 3, density=1.0, note=" (d < block size)"),
+    ])
+
+
+def _scores_reads(fn):
+    case = _scores_case(95, 22, 21, 8, 4, density=0.45, empty_rows=(2,))
+    (r,) = _scores_run(fn, [case])
+    rp, ci = case["inputs"]["indptr"], case["inputs"]["indices"]
+    B, d = case["constants"]
+    n_q, n_k = case["inputs"]["q"].shape[0], case["inputs"]["k"].shape[0]
+    keepers = np.zeros(n_k, np.int64)  # per key row: how many query blocks keep its block
+    for c in ci:
+        keepers[int(c) * B:int(c) * B + B] += 1
+    limits = {"q": np.ones((n_q, d), np.int64), "k": np.repeat(keepers[:, None], d, axis=1)}
+    why = {"q": "each element of q at most once: stage the query block in shared memory before the loop over "
+                "kept blocks",
+           "k": "each element of k at most once per query block that keeps its block: stage each K tile in "
+                "shared memory once and let every thread read it from there"}
+    for name in ("q", "k"):
+        reads = r["reads"][name]
+        over = reads > limits[name]
+        if over.any():
+            idx = tuple(int(i) for i in np.argwhere(over)[0])
+            raise AssertionError(
+                f"block_scores_kernel: too many global reads of {name} for {case['note']}\n"
+                f"    yours:    {int(reads.sum()):,} reads of {name}; {name}[{idx[0]}, {idx[1]}] was read "
+                f"{int(reads[idx])} times\n"
+                f"    allowed:  {int(limits[name].sum()):,} reads of {name}; {name}[{idx[0]}, {idx[1]}] at most "
+                f"{int(limits[name][idx])} times\n    A tiled kernel reads {why[name]}.")
+
+
+# ---------------------------------------------------------------- Exercise 4.6: global reads, naive and tiled
+
+def _reads_expected(rp, ci, B, n_q, n_k, d):
+    """(naive, tiled) by walking every thread of every kept block (independent of the closed form)."""
+    naive, tiled = 0, 0
+    for r in range(len(rp) - 1):
+        tiled += sum(d for i in range(B) if r * B + i < n_q)  # the query block is staged once
+        for p in range(rp[r], rp[r + 1]):
+            c = int(ci[p])
+            tiled += sum(d for j in range(B) if c * B + j < n_k)
+            for i in range(B):
+                for j in range(B):
+                    if r * B + i < n_q and c * B + j < n_k:
+                        naive += 2 * d
+    return naive, tiled
+
+
+def _reads_compare(fn, rp, ci, B, n_q, n_k, d, note=""):
+    got = fn(rp, ci, B, n_q, n_k, d)
+    ctx = f"global_reads(row_ptr, col_idx, block_size={B}, n_q={n_q}, n_k={n_k}, d={d}){note}"
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise AssertionError(f"global_reads: expected a pair (naive, tiled), got {got!r} for {ctx}")
+    for x in got:
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+            raise AssertionError(f"global_reads: expected two ints, got {type(x).__name__} ({x!r}) for {ctx}")
+    exp = _reads_expected(rp, ci, B, n_q, n_k, d)
+    if tuple(int(x) for x in got) != exp:
+        raise AssertionError(f"global_reads for {ctx}\n    yours:    naive {int(got[0]):,}, tiled {int(got[1]):,}\n"
+                             f"    expected: naive {exp[0]:,}, tiled {exp[1]:,}")
+
+
+def _reads_patterns(fn):
+    for pattern, n, B, d in [(P.sliding_window(20, causal=True), 100, 16, 8), (P.causal(), 64, 16, 4),
+                             (P.strided(8), 50, 8, 16), (P.dense(), 33, 8, 2)]:
+        lay = pattern.to_layout(n, n, B, 1)
+        _reads_compare(fn, lay.indptr[0].astype(np.int64), lay.indices.astype(np.int64), B, n, n, d,
+                       note=f" (layout of {pattern!r})")
+
+
+def _reads_edges(fn):
+    rp, ci = np.array([0, 1, 2]), np.array([1, 0])
+    _reads_compare(fn, rp, ci, 2, 3, 3, 1, note=" (the docstring's example)")
+    rng = _rng(96)
+    for n_q, n_k, B, d in [(21, 30, 4, 8), (9, 5, 4, 3), (40, 17, 8, 5)]:
+        rp, ci = _csr_of_blocks(_random_blocks(rng, n_q, n_k, B, 0.5, empty_rows=(1,)))
+        _reads_compare(fn, rp, ci, B, n_q, n_k, d, note=" (random layout; block row 1 keeps nothing)")
+
+
 CHAPTER = Chapter(
     number=4,
     slug="ch04_block_sparse",
@@ -414,5 +558,10 @@ CHAPTER = Chapter(
         Check("4.3", "block_row_backward", "block rows add up to the full gradient", 1, _bwd_sums_to_full_gradient),
         Check("4.4", "layout_flops", "layouts of patterns", 1, _flops_patterns),
         Check("4.4", "layout_flops", "edge blocks and d_v", 1, _flops_small),
+        Check("4.5", "block_scores_kernel", "score tiles of kept blocks", 2, _scores_small),
+        Check("4.5", "block_scores_kernel", "edge blocks, d > block size, empty block rows", 2, _scores_edges),
+        Check("4.5", "block_scores_kernel", "global reads of a tiled kernel", 2, _scores_reads),
+        Check("4.6", "global_reads", "layouts of patterns", 1, _reads_patterns),
+        Check("4.6", "global_reads", "edge blocks and empty block rows", 1, _reads_edges),
     ),
 )
