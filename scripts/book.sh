@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the whole book, executing every chapter; warnings (and failed cells) are errors.
+# Build the whole book from the outputs stored in the chapter notebooks (scripts/test.sh executes
+# every notebook under nbval); warnings are errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
