@@ -128,3 +128,18 @@ def course_impl(request):
         return _impl.load_exercise(folder, chapter_slug)
 
     return load
+
+
+def graded_params(chapter) -> list:
+    """One pytest param per check of ``chapter``, marked with its exercise and points."""
+    return [pytest.param(c, marks=pytest.mark.exercise(c.exercise, points=c.points), id=c.test_id)
+            for c in chapter.checks]
+
+
+def run_graded(chapter, check, course_impl) -> None:
+    """Import the reader's (or the reference) module for ``chapter`` and run one check on it."""
+    module = course_impl(chapter.slug)
+    fn = getattr(module, check.function, None)
+    if fn is None:
+        pytest.fail(f"exercise.py has no function named {check.function!r} (Exercise {check.exercise})")
+    check.run(fn)

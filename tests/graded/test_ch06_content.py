@@ -6,17 +6,11 @@ Run against the solutions:  pytest tests/graded/test_ch06_content.py --impl solu
 import pytest
 
 from sparse_core.grading.checks import load_chapter
+from sparse_core.grading.plugin import graded_params, run_graded
 
 CHAPTER = load_chapter("ch06_content")
 
 
-@pytest.mark.parametrize(
-    "check",
-    [pytest.param(c, marks=pytest.mark.exercise(c.exercise, points=c.points), id=c.test_id) for c in CHAPTER.checks],
-)
+@pytest.mark.parametrize("check", graded_params(CHAPTER))
 def test_graded(check, course_impl):
-    module = course_impl(CHAPTER.slug)
-    fn = getattr(module, check.function, None)
-    if fn is None:
-        pytest.fail(f"exercise.py has no function named {check.function!r} (Exercise {check.exercise})")
-    check.run(fn)
+    run_graded(CHAPTER, check, course_impl)
