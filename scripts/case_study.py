@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     # the BPE and the encoded splits are built once, here, so no run's time or memory includes them
-    from sparse_core.data.tokenizer import encode_split, load_or_train_tokenizer
+    from sparse_core.lm.data.tokenizer import encode_split, load_or_train_tokenizer
 
     tok = load_or_train_tokenizer(10000, args.data_dir)
     for split in ("train", "valid"):

@@ -166,8 +166,8 @@ def samples(args, teacher_dir: Path, students: list[str]) -> dict:
     """Greedy continuations of PROMPTS by the teacher and every distilled student."""
     import torch
 
-    from sparse_core.distill import generate_full, load_student
-    from sparse_core.train import load_run
+    from sparse_core.lm.distill import generate_full, load_student
+    from sparse_core.lm.train import load_run
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -42,7 +42,7 @@ def _through_autograd(c, data, layout):
 
     import torch
 
-    from sparse_core.ops import _make_cuda_function
+    from sparse_core.attention.ops import _make_cuda_function
 
     fn = _make_cuda_function((lambda *ts: [t.numpy() for t in ts], lambda dev: 0,
                               lambda dev: contextlib.nullcontext()))

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from sparse_core import approx as A
-from sparse_core.modules import SparseSelfAttention
+from sparse_core.attention.layer import SparseSelfAttention
 
 D, H = 32, 4
 MAKERS = {

@@ -10,7 +10,7 @@ import pytest
 from sparse_core import patterns as P
 from sparse_core.bench import TARGETS
 from sparse_core.bench.layouts import pattern_cases, run_layouts
-from sparse_core.cli import build_parser, main
+from sparse_core.cli.main import build_parser, main
 
 NAMES = ["sliding_window_causal", "longformer", "bigbird", "strided", "fixed", "axial", "dense", "random"]
 OK_FIELDS = {"build_s_median": float, "build_s_iqr": list, "build_s_samples": list, "repeats": int,

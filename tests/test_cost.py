@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from sparse_core.benchmark import fit_power_law, peak_traced_bytes, time_callable
-from sparse_core.cost import attended_pairs, attention_cost
-from sparse_core.reference import causal_mask
+from sparse_core.bench.timing import fit_power_law, peak_traced_bytes, time_callable
+from sparse_core.attention.cost import attended_pairs, attention_cost
+from sparse_core.attention.reference import causal_mask
 
 
 @pytest.mark.parametrize("n_q,n_k", [(1, 1), (5, 5), (3, 8), (8, 3), (17, 16), (0, 4)])

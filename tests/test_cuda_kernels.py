@@ -19,7 +19,7 @@ import torch
 
 from _cuda_sim_runner import make_pattern
 from sparse_core.kernels import cuda as K
-from sparse_core.reference import attention
+from sparse_core.attention.reference import attention
 
 HERE = Path(__file__).resolve().parent
 ATOL = 2e-5  # float32 kernels vs the float64 oracle (inputs rounded to float32 first)
@@ -192,7 +192,7 @@ gpu = pytest.mark.skipif(not _HAS_GPU, reason=NO_GPU_REASON)
 
 @pytest.mark.skipif(_HAS_GPU, reason="this machine has a GPU")
 def test_without_a_gpu_cuda_paths_say_why():
-    from sparse_core.ops import require_cuda_backend
+    from sparse_core.attention.ops import require_cuda_backend
 
     ok, reason = K.available()
     assert not ok and "GPU" in reason
@@ -205,7 +205,7 @@ def test_without_a_gpu_cuda_paths_say_why():
 @pytest.mark.parametrize("block", [64, 128])
 def test_gpu_real_sizes_forward_and_backward(block):
     from sparse_core import patterns as P
-    from sparse_core.ops import block_sparse_attention
+    from sparse_core.attention.ops import block_sparse_attention
 
     n, H, d = 1000, 4, 64
     for pattern in (P.sliding_window(200, causal=True), P.bigbird(n, block, num_random_blocks=2, n_heads=H)):
@@ -229,7 +229,7 @@ def test_gpu_real_sizes_forward_and_backward(block):
 @gpu
 def test_gpu_rejects_non_float32():
     from sparse_core import patterns as P
-    from sparse_core.ops import block_sparse_attention
+    from sparse_core.attention.ops import block_sparse_attention
 
     q = torch.randn(1, 1, 64, 16, device="cuda", dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="float32"):
@@ -238,7 +238,7 @@ def test_gpu_rejects_non_float32():
 
 def test_inputs_on_other_devices_are_refused_by_name():
     from sparse_core import patterns as P
-    from sparse_core.ops import block_sparse_attention
+    from sparse_core.attention.ops import block_sparse_attention
 
     lay = P.causal().to_layout(16, 16, 8, 1)
     q = torch.zeros(1, 16, 8)

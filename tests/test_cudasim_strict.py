@@ -1,4 +1,4 @@
-"""The strict CUDA simulator that grades the GPU puzzles (sparse_core.grading.cudasim).
+"""The strict CUDA simulator that grades the GPU puzzles (sparse_core.kernels.cudasim).
 
 Each run starts a child process with NUMBA_ENABLE_CUDASIM=1; the kernels are in
 ``tests/_cudasim_kernels.py``. The plain simulator would run the racy kernels here without
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import _cudasim_kernels as ks
-from sparse_core.grading.cudasim import SimulatorFailure, run_cases
+from sparse_core.kernels.cudasim import SimulatorFailure, run_cases
 
 N = 8
 

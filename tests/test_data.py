@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_core.data import TokenBatches, eval_batches, tokenizer as T, wikitext as W
+from sparse_core.lm.data import TokenBatches, eval_batches, tokenizer as T, wikitext as W
 
 DATA = W.find_wikitext2()
 needs_data = pytest.mark.skipif(DATA is None, reason="WikiText-2 not found (set SPARSE_COURSE_DATA to a folder "

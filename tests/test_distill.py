@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparse_core import distill_cli
-from sparse_core import distill as D
+from sparse_core.cli import distill as distill_cli
+from sparse_core.lm import distill as D
 from sparse_core.cli import main
-from sparse_core.data import wikitext as W
+from sparse_core.lm.data import wikitext as W
 from sparse_core.models import GPTNeoX
 from sparse_core.models.gpt_neox import generate, preset
 from sparse_core.patterns import causal, intersection, sliding_window
@@ -246,13 +246,13 @@ def test_generate_without_cache_matches_the_cached_generation():
 @pytest.fixture(scope="module")
 def trained_teacher(tmp_path_factory):
     """A dense teacher that has learned the stream (its attention matters)."""
-    from sparse_core.train import TrainConfig, train
+    from sparse_core.lm.train import TrainConfig, train
 
     cfg = TrainConfig(preset="tiny", vocab_size=VOCAB, seq_len=40, batch_size=8, steps=40, lr=5e-3, warmup=4,
                       eval_interval=40, eval_batches=2, checkpoint_interval=40)
     run = tmp_path_factory.mktemp("teacher")
     train(cfg, run, train_tokens=TRAIN, val_tokens=VAL, progress=False, log=lambda s: None)
-    from sparse_core.train import load_run
+    from sparse_core.lm.train import load_run
 
     return load_run(run)[0]
 
@@ -337,7 +337,7 @@ def test_distill_command_on_wikitext2(tmp_path, monkeypatch, capsys):
 def test_distill_from_a_hugging_face_checkpoint_folder(tmp_path, monkeypatch):
     """--hf-model takes a GPT-NeoX folder laid out like Pythia's as the teacher."""
     transformers = pytest.importorskip("transformers", reason="transformers writes the checkpoint")
-    from sparse_core.data.tokenizer import train_bpe
+    from sparse_core.lm.data.tokenizer import train_bpe
 
     monkeypatch.setenv("SPARSE_COURSE_CACHE", str(tmp_path / "cache"))
     tok = train_bpe(W.read_split("train").splitlines(keepends=True)[:500], 300)

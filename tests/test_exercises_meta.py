@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparse_core.grading.checks import CHAPTER_MODULES, all_chapters, load_chapter
-from sparse_core.grading.impl import load_exercise
+from sparse_core.course.checks import CHAPTER_MODULES, all_chapters, load_chapter
+from sparse_core.course.impl import load_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = all_chapters()

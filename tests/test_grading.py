@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sparse_core.cli import main
-from sparse_core.grading.runner import format_report, run_grading
+from sparse_core.course.runner import format_report, run_grading
 
 ROOT = Path(__file__).resolve().parents[1]
 

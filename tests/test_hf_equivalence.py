@@ -19,7 +19,7 @@ from transformers import BigBirdConfig, LongformerConfig  # noqa: E402
 from transformers.models.big_bird.modeling_big_bird import BigBirdBlockSparseAttention  # noqa: E402
 from transformers.models.longformer.modeling_longformer import LongformerSelfAttention  # noqa: E402
 
-from sparse_core import hf_compat as hc  # noqa: E402
+from sparse_core.models import hf_compat as hc  # noqa: E402
 from sparse_core.patterns import bigbird, longformer, sample_plan  # noqa: E402
 
 ATOL = 1e-5  # float32 inputs and float32 HF arithmetic
@@ -172,7 +172,7 @@ def test_longformer_equals_hf(seed, batch, heads, window, n, glob):
     H = heads
     with torch.no_grad():
         q, k, v = (hc.project_heads(x, lin, H) for lin in (layer.query, layer.key, layer.value))
-    from sparse_core.ops import block_sparse_attention
+    from sparse_core.attention.ops import block_sparse_attention
 
     wrong = longformer(window + 1, glob).to_layout(n, n, 16, 1)
     o = block_sparse_attention(q, k, v, wrong).transpose(1, 2).reshape(batch, n, -1)

@@ -228,7 +228,7 @@ def test_decode_rows_with_no_allowed_key_give_zero_attention_like_the_kernel():
 def test_forward_flops_matches_torch_flop_counter_and_the_cost_model():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sparse_core.cost import attention_cost
+    from sparse_core.attention.cost import attention_cost
     from sparse_core.models import forward_flops
 
     config = preset("tiny", vocab_size=300, num_layers=3, intermediate_size=200)

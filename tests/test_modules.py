@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sparse_core import patterns as P
-from sparse_core.modules import SparseSelfAttention
+from sparse_core.attention.layer import SparseSelfAttention
 
 
 def _mha(seed, d_model=32, heads=4):

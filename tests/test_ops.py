@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sparse_core import patterns as P
-from sparse_core.ops import block_sparse_attention
-from sparse_core.reference import attention
+from sparse_core.attention.ops import block_sparse_attention
+from sparse_core.attention.reference import attention
 
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from sparse_core.benchmark import peak_traced_bytes
-from sparse_core.reference import attention, causal_mask
-from sparse_core.streaming import streaming_attention
+from sparse_core.bench.timing import peak_traced_bytes
+from sparse_core.attention.reference import attention, causal_mask
+from sparse_core.attention.streaming import streaming_attention
 
 
 def _qkv(seed, batch, n_q, n_k, d, d_v, dtype=np.float64):

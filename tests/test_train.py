@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparse_core import lm_cli
+from sparse_core.cli import lm as lm_cli
 from sparse_core.cli import main
-from sparse_core.data import wikitext as W
+from sparse_core.lm.data import wikitext as W
 from sparse_core.models import GPTNeoX, PRESETS
 from sparse_core.models.gpt_neox import ATTENTION_KINDS
-from sparse_core.train import CHECKPOINT, METRICS, TrainConfig, evaluate, load_run, lr_at, train
+from sparse_core.lm.train import CHECKPOINT, METRICS, TrainConfig, evaluate, load_run, lr_at, train
 
 VOCAB = 64
 
@@ -153,7 +153,7 @@ def test_eval_and_generate_a_hugging_face_checkpoint_folder(tmp_path, monkeypatc
     """--hf-model reads a GPT-NeoX folder (weights, config, tokenizer.json), as Pythia's are laid out;
     the attention can be swapped for a sparse pattern at evaluation time."""
     transformers = pytest.importorskip("transformers", reason="transformers writes the checkpoint")
-    from sparse_core.data.tokenizer import train_bpe
+    from sparse_core.lm.data.tokenizer import train_bpe
 
     monkeypatch.setenv("SPARSE_COURSE_CACHE", str(tmp_path / "cache"))
     tok = train_bpe(W.read_split("train").splitlines(keepends=True)[:500], 300)

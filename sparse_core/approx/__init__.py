@@ -1,9 +1,9 @@
 """Content-based sparse and approximate attention, as drop-in layers.
 
-Every layer has the interface of :class:`sparse_core.modules.SparseSelfAttention`:
+Every layer has the interface of :class:`sparse_core.attention.layer.SparseSelfAttention`:
 ``Layer(d_model, n_heads, ..., causal=False, bias=True)`` and ``forward(x [batch, n, d_model])
 -> [batch, n, d_model]``, so a model can swap one for another. Each module also exposes the
-functional core on ``[..., n, d]`` tensors, checked against :func:`sparse_core.reference.attention`.
+functional core on ``[..., n, d]`` tensors, checked against :func:`sparse_core.attention.reference.attention`.
 
 ==================  =============================================  ==================================
 module              layer                                          functional core

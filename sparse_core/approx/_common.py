@@ -1,7 +1,7 @@
 """Pieces every approximate/content-based attention layer shares.
 
 * :class:`HeadsAttention` -- the multi-head wrapper with the interface of
-  :class:`sparse_core.modules.SparseSelfAttention`: ``__init__(d_model, n_heads, ..., bias=True)``,
+  :class:`sparse_core.attention.layer.SparseSelfAttention`: ``__init__(d_model, n_heads, ..., bias=True)``,
   ``forward(x: [batch, n, d_model]) -> [batch, n, d_model]``, the fused ``qkv`` and the ``out``
   projections (so ``from_multihead`` copies a ``torch.nn.MultiheadAttention``). Subclasses
   implement ``attend(q, k, v, x) -> o`` on ``[batch, n_heads, n, d_head]`` tensors.
@@ -106,7 +106,7 @@ class HeadsAttention(nn.Module):
     """Multi-head self-attention shell: ``x [batch, n, d_model] -> [batch, n, d_model]``.
 
     Same constructor head (``d_model, n_heads``), projections (``qkv``: ``d_model -> 3 d_model``,
-    ``out``) and forward signature as :class:`sparse_core.modules.SparseSelfAttention`, so a model
+    ``out``) and forward signature as :class:`sparse_core.attention.layer.SparseSelfAttention`, so a model
     can swap one for the other. Subclasses define ``attend(q, k, v, x)`` on
     ``[batch, n_heads, n, d_head]``.
     """

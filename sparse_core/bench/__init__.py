@@ -11,7 +11,7 @@ new module plus one entry in :data:`TARGETS`. Target modules import their heavy 
 (torch, matplotlib, the patterns) inside functions, so building the command line stays cheap;
 a target that fails to import is listed with the error instead of breaking the other commands.
 Nothing here asserts a speed; it only measures (timings with
-:func:`sparse_core.benchmark.time_callable`).
+:func:`sparse_core.bench.timing.time_callable`).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ shared by the heads, float32 inputs ``[batch, heads, n, d]``:
 * a density sweep at each length in ``--density-n`` over every ``f`` (~25% .. ~3%).
 
 Per configuration and round, interleaved (a slow period of the GPU hits every implementation):
-ours forward and forward + backward (:func:`sparse_core.ops.block_sparse_attention` on CUDA
+ours forward and forward + backward (:func:`sparse_core.attention.ops.block_sparse_attention` on CUDA
 tensors), dense ``scaled_dot_product_attention`` in float32 and in bfloat16, forward and forward
 + backward, and ``torch.compile(flex_attention)`` with the same block mask (``BLOCK_SIZE`` = our
 block size), forward and forward + backward, in float32. A sample is the wall time of ``reps``
@@ -106,7 +106,7 @@ def _measure(n, window, block_size, batch, heads, d, rounds, flex, min_time=0.02
     import torch.nn.functional as F
 
     from .. import patterns as P
-    from ..ops import block_sparse_attention
+    from ..attention.ops import block_sparse_attention
 
     pattern = P.sliding_window(window, causal=True)
     layout = pattern.to_layout(n, n, block_size, 1)

@@ -40,8 +40,8 @@ def _config(n, window, block_size, heads, d, rounds, flex, log):
     import torch
 
     from .. import patterns as P
-    from ..benchmark import peak_traced_bytes
-    from ..ops import block_sparse_attention
+    from .timing import peak_traced_bytes
+    from ..attention.ops import block_sparse_attention
 
     pattern = P.sliding_window(window, causal=True)
     layout = pattern.to_layout(n, n, block_size, 1)

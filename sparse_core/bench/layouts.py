@@ -1,9 +1,9 @@
 """How long building a BlockLayout takes, and how much memory it needs, for representative patterns.
 
 For each pattern and sequence length ``n`` this times ``pattern.to_layout(n, n, block_size)``
-(median of ``repeats`` runs after one warm-up, :func:`sparse_core.benchmark.time_callable`),
+(median of ``repeats`` runs after one warm-up, :func:`sparse_core.bench.timing.time_callable`),
 measures the peak bytes numpy allocates during one build (:func:`tracemalloc`, via
-:func:`sparse_core.benchmark.peak_traced_bytes`), and compares it with the layout's own arrays
+:func:`sparse_core.bench.timing.peak_traced_bytes`), and compares it with the layout's own arrays
 and with what an ``n x n`` bool mask would take. It writes ``layouts.json``, ``layouts.png``
 (build time and memory against ``n``, log-log) and a ``README.md`` into ``--out``.
 
@@ -110,7 +110,7 @@ def command_line(ns, block_size, repeats, out, n_heads=1, random_max_n=DEFAULT_R
 
 def _measure(pattern, n: int, block_size: int, n_heads: int, repeats: int, case_seconds: float,
              density_max_n: int) -> dict:
-    from ..benchmark import peak_traced_bytes, time_callable
+    from .timing import peak_traced_bytes, time_callable
 
     def build():
         return pattern.to_layout(n, n, block_size, n_heads)
@@ -160,7 +160,7 @@ def run_layouts(ns: Sequence[int] = DEFAULT_NS, block_size: int = DEFAULT_BLOCK_
     restricts the run to some of the names of :func:`pattern_cases`.
     """
     from .. import _validation as V
-    from ..benchmark import fit_power_law
+    from .timing import fit_power_law
 
     ns = sorted({V.check_positive_int("n", n) for n in ns})
     if not ns:
@@ -230,8 +230,8 @@ def run_layouts(ns: Sequence[int] = DEFAULT_NS, block_size: int = DEFAULT_BLOCK_
         "machine": _machine(),
         "settings": {"ns": ns, "block_size": block_size, "repeats": repeats, "n_heads": n_heads,
                      "random_max_n": random_max_n, "density_max_n": density_max_n, "case_seconds": case_seconds,
-                     "timer": "sparse_core.benchmark.time_callable (median; 1 warm-up build)",
-                     "memory": "sparse_core.benchmark.peak_traced_bytes (tracemalloc peak during one build, "
+                     "timer": "sparse_core.bench.timing.time_callable (median; 1 warm-up build)",
+                     "memory": "sparse_core.bench.timing.peak_traced_bytes (tracemalloc peak during one build, "
                                "numpy buffers included, result included)"},
         "results": results,
         "fits": fits,

@@ -1,1 +1,1 @@
-"""Block-sparse attention kernels (Numba). Use them through :mod:`sparse_core.ops`."""
+"""Block-sparse attention kernels (Numba). Use them through :mod:`sparse_core.attention.ops`."""

@@ -1,6 +1,6 @@
 """Numba CPU kernels for block-sparse attention over a :class:`~sparse_core.patterns.BlockLayout`.
 
-Layout of the arguments (prepared by :mod:`sparse_core.ops`): inputs are padded to whole blocks
+Layout of the arguments (prepared by :mod:`sparse_core.attention.ops`): inputs are padded to whole blocks
 and stored tile by tile, so every tile product is one contiguous BLAS call (``np.dot`` inside
 Numba calls SciPy's BLAS):
 

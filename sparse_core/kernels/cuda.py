@@ -1,6 +1,6 @@
 """Numba CUDA kernels for block-sparse attention over a :class:`~sparse_core.patterns.BlockLayout`.
 
-The kernels read the same tables as the CPU kernels (:func:`sparse_core.ops.kernel_tables`): the
+The kernels read the same tables as the CPU kernels (:func:`sparse_core.attention.ops.kernel_tables`): the
 kept blocks by query block (``indptr``/``indices``), by key block (``t_indptr``/``t_indices``),
 and the token mask of every partial block (``tile_of`` / ``t_tile_of`` -> ``tiles``). Arrays are
 float32 ``[BH, n, d]`` (``bh = b * heads + h``, head ``h`` uses layout head ``h % layout.n_heads``),
@@ -649,7 +649,7 @@ def launch_forward(q, k, v, out, lse, tables, block, n_heads, scale, stream=0, t
     """Run the forward kernel on device arrays (anything with ``__cuda_array_interface__`` that
     Numba accepts): ``q [BH, n_q, d]``, ``k [BH, n_k, d]``, ``v [BH, n_k, d_v]`` float32,
     outputs ``out [BH, n_q, d_v]``, ``lse [BH, n_q]``; ``tables`` the device copies of
-    :func:`~sparse_core.ops.kernel_tables`."""
+    :func:`~sparse_core.attention.ops.kernel_tables`."""
     BH, n_q, d = q.shape
     d_v = v.shape[2]
     ks = kernels(block, d, d_v, tiles)
@@ -688,7 +688,7 @@ def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
     """
     from numba import cuda
 
-    from ..ops import _check, kernel_tables
+    from ..attention.ops import _check, kernel_tables
 
     q, k, v = (np.asarray(x, dtype=np.float32) for x in (q, k, v))
     _check(q, k, v, layout)

@@ -20,7 +20,7 @@ What Pythia uses, and what this module implements (names follow Hugging Face's
 Attention is pluggable. ``attention="dense"`` uses PyTorch's ``scaled_dot_product_attention``
 with ``is_causal=True``. Every other choice is a :class:`~sparse_core.patterns.Pattern`, always
 intersected with :func:`~sparse_core.patterns.causal` (a language model must not see the
-future), computed by :func:`sparse_core.ops.block_sparse_attention` over
+future), computed by :func:`sparse_core.attention.ops.block_sparse_attention` over
 ``pattern.to_layout(n, n, block_size)``: only kept blocks are computed, and the same pattern's
 ``mask_mod`` gives the rows used when decoding from the key-value cache. Named kinds:
 
@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import block_sparse_attention
+from ..attention.ops import block_sparse_attention
 from ..patterns import Pattern, causal, fixed, intersection, per_head, sliding_window, strided
 
 __all__ = ["GPTNeoXConfig", "PRESETS", "preset", "ATTENTION_KINDS", "attention_pattern", "GPTNeoX", "KVCache",

@@ -5,8 +5,8 @@ Run against the solutions:  pytest tests/graded/test_ch05_bigbird_longformer.py 
 """
 import pytest
 
-from sparse_core.grading.checks import load_chapter
-from sparse_core.grading.plugin import graded_params, run_graded
+from sparse_core.course.checks import load_chapter
+from sparse_core.course.plugin import graded_params, run_graded
 
 CHAPTER = load_chapter("ch05_bigbird_longformer")
 

@@ -1,13 +1,13 @@
-"""The ``distill`` command of ``python -m sparse_core`` (see :mod:`sparse_core.distill`).
+"""The ``distill`` command of ``python -m sparse_core`` (see :mod:`sparse_core.lm.distill`).
 
 Building the parser imports nothing heavy; the names repeat ``STUDENT_KINDS``, ``TRAIN_MODES``
-and ``BLOCK_PATTERNS`` of :mod:`sparse_core.distill` (a test keeps them equal).
+and ``BLOCK_PATTERNS`` of :mod:`sparse_core.lm.distill` (a test keeps them equal).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .lm_cli import _clear_errors, _command_line, _fmt_mib, _passive_openmp
+from .lm import _clear_errors, _command_line, _fmt_mib, _passive_openmp
 
 STUDENT_KINDS = ("mask", "nsa", "performer", "topk", "block")
 TRAIN_MODES = ("auto", "new", "attention")
@@ -23,7 +23,7 @@ def _teacher(args):
     if bool(args.teacher) == bool(args.hf_model):
         raise SystemExit("error: give exactly one of --teacher RUN_DIR or --hf-model NAME_OR_DIR")
     if args.teacher:
-        from .train import load_run
+        from ..lm.train import load_run
 
         model, tok, state = load_run(args.teacher)
         if tok is None:
@@ -34,7 +34,7 @@ def _teacher(args):
         return model, tok, state["train_config"]["seq_len"], str(Path(args.teacher).resolve())
     from tokenizers import Tokenizer
 
-    from .models.hf_loading import from_pretrained, resolve_checkpoint
+    from ..models.hf_loading import from_pretrained, resolve_checkpoint
 
     folder = resolve_checkpoint(args.hf_model)
     if not (folder / "tokenizer.json").is_file():
@@ -50,8 +50,8 @@ def cmd_distill(args) -> int:
 
         torch.set_num_threads(args.threads)
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    from .data.tokenizer import encode_split
-    from .distill import DistillConfig, distill
+    from ..lm.data.tokenizer import encode_split
+    from ..lm.distill import DistillConfig, distill
 
     teacher, tok, seq_len, source = _teacher(args)
     fields = {f: getattr(args, f) for f in _FIELDS}

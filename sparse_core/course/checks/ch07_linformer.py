@@ -1,6 +1,6 @@
 """Graded checks for Chapter 7 (Linformer: is attention low-rank?).
 
-Linformer attention is compared with the float64 oracle :func:`sparse_core.reference.attention`
+Linformer attention is compared with the float64 oracle :func:`sparse_core.attention.reference.attention`
 applied to the projected keys and values ``(q, E^T k, F^T v)`` (and with the library's
 :func:`sparse_core.approx.linformer.linformer_attention`), with per-head and shared
 projections, ``E != F``, ``seq_len > n`` and ``k_proj`` both below and above ``n``. Energy
@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 import torch
 
-from ... import reference as _ref
+from ...attention import reference as _ref
 from ...approx.linformer import linformer_attention as _lib_linformer
 from ..compare import as_array, assert_close, call_repr
 from . import Chapter, Check

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...benchmark import peak_traced_bytes
+from ...bench.timing import peak_traced_bytes
 from ..compare import as_array, assert_close, call_repr
 from . import Chapter, Check
 

@@ -2,13 +2,13 @@
 
 Expected answers come from code that shares nothing with the exercises: layouts from the
 patterns' closed-form ``to_layout`` (and a plain double loop for random masks), outputs from
-the float64 dense oracle :func:`sparse_core.reference.attention` with the layout expanded to a
+the float64 dense oracle :func:`sparse_core.attention.reference.attention` with the layout expanded to a
 token mask, gradients from PyTorch autograd through that oracle, and FLOPs from
 :meth:`BlockLayout.flops`. Inputs: seeded, lengths that are not multiples of the block size,
 block rows with no kept block, token masks with fully masked rows, batches and heads.
 
 The GPU puzzle (4.5) runs the reader's kernel in Numba's CUDA simulator in a child process
-(:mod:`sparse_core.grading.cudasim`), with arrays that count every global read and shared
+(:mod:`sparse_core.kernels.cudasim`), with arrays that count every global read and shared
 arrays that report races the plain simulator would hide; expected scores come from a float64
 matrix product cut into tiles by a plain loop, read limits from the layout. Expected read
 counts (4.6) come from walking every thread of every kept block.
@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from ... import patterns as P
-from ... import reference as _ref
-from ...benchmark import peak_traced_bytes
+from ...attention import reference as _ref
+from ...bench.timing import peak_traced_bytes
 from ..compare import as_array, assert_close, call_repr, draw_mask_diff
 from . import Chapter, Check
 
@@ -433,7 +433,7 @@ def _scores_case(seed, n_q, n_k, d, B, blocks=None, density=0.5, empty_rows=(), 
 
 def _scores_run(fn, cases):
     """Run the reader's kernel on the cases in the strict simulator; check every score tile."""
-    from ..cudasim import run_cases
+    from ...kernels.cudasim import run_cases
 
     results = run_cases(fn, cases, timeout=45.0, what="block_scores_kernel")
     for case, r in zip(cases, results):

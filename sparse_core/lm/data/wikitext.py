@@ -38,7 +38,7 @@ _verified: dict[tuple, bool] = {}
 
 
 def _checkout() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 def data_dir_candidates(data_dir: str | os.PathLike | None = None, root: Path | None = None) -> list[Path]:

@@ -2,7 +2,7 @@
 
 Expected answers come from the library, never from the reference solutions: the BigBird and
 Longformer patterns (:mod:`sparse_core.patterns`), the graph functions
-(:mod:`sparse_core.patterns.graph`) and the float64 oracle (:mod:`sparse_core.reference`).
+(:mod:`sparse_core.patterns.graph`) and the float64 oracle (:mod:`sparse_core.attention.reference`).
 Random-block sampling is checked by its properties (no collisions, no repeats, uniform,
 reproducible), not by the exact draws.
 """
@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from ... import reference as _ref
+from ...attention import reference as _ref
 from ...patterns import bigbird as _bigbird
 from ...patterns import longformer as _longformer
 from ...patterns import sample_plan as _sample_plan

@@ -46,16 +46,16 @@ class Chapter:
 
 # chapter slug -> module holding its CHAPTER object
 CHAPTER_MODULES = {
-    "ch01_dense": "sparse_core.grading.checks.ch01_dense",
-    "ch03_strided_axial": "sparse_core.grading.checks.ch03_strided_axial",
-    "ch05_bigbird_longformer": "sparse_core.grading.checks.ch05_bigbird_longformer",
-    "ch02_local": "sparse_core.grading.checks.ch02_local",
-    "ch04_block_sparse": "sparse_core.grading.checks.ch04_block_sparse",
-    "ch06_content": "sparse_core.grading.checks.ch06_content",
-    "ch07_linformer": "sparse_core.grading.checks.ch07_linformer",
-    "ch08_performer": "sparse_core.grading.checks.ch08_performer",
-    "ch10_distill": "sparse_core.grading.checks.ch10_distill",
-    "ch09_case_study": "sparse_core.grading.checks.ch09_case_study",
+    "ch01_dense": "sparse_core.course.checks.ch01_dense",
+    "ch03_strided_axial": "sparse_core.course.checks.ch03_strided_axial",
+    "ch05_bigbird_longformer": "sparse_core.course.checks.ch05_bigbird_longformer",
+    "ch02_local": "sparse_core.course.checks.ch02_local",
+    "ch04_block_sparse": "sparse_core.course.checks.ch04_block_sparse",
+    "ch06_content": "sparse_core.course.checks.ch06_content",
+    "ch07_linformer": "sparse_core.course.checks.ch07_linformer",
+    "ch08_performer": "sparse_core.course.checks.ch08_performer",
+    "ch10_distill": "sparse_core.course.checks.ch10_distill",
+    "ch09_case_study": "sparse_core.course.checks.ch09_case_study",
 }
 
 

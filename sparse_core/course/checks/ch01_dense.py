@@ -2,15 +2,15 @@
 
 Each check feeds seeded random inputs (several shapes, lengths that are not multiples of any
 block size, fully masked rows, batches and heads) to the student's function and compares with
-the float64 oracle in :mod:`sparse_core.reference` or the cost model in :mod:`sparse_core.cost`.
+the float64 oracle in :mod:`sparse_core.attention.reference` or the cost model in :mod:`sparse_core.attention.cost`.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ... import cost as _cost
-from ... import reference as _ref
-from ...benchmark import peak_traced_bytes
+from ...attention import cost as _cost
+from ...attention import reference as _ref
+from ...bench.timing import peak_traced_bytes
 from ..compare import as_array, assert_close, assert_mask_equal, call_repr
 from . import Chapter, Check
 

@@ -4,15 +4,15 @@ The expected answers come from the library, never from the reference solutions: 
 :mod:`sparse_core.patterns.local` (``to_dense``), block layouts from the same patterns'
 ``to_layout`` (exact CSR layouts, drawn as a block grid), receptive fields from
 :func:`sparse_core.patterns.plots.hops` on the attention graph, and attention outputs from
-the float64 oracle :func:`sparse_core.reference.attention`. Inputs are seeded; lengths are not
+the float64 oracle :func:`sparse_core.attention.reference.attention`. Inputs are seeded; lengths are not
 multiples of the block size; windows reach past both ends of the sequence.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ... import reference as _ref
-from ...benchmark import peak_traced_bytes
+from ...attention import reference as _ref
+from ...bench.timing import peak_traced_bytes
 from ...patterns import dilated as _dilated
 from ...patterns import sliding_window as _sliding_window
 from ...patterns.base import TokenTablePattern

@@ -6,7 +6,7 @@ r"""Training and evaluation of the GPT-NeoX case-study model on WikiText-2.
   then a cosine from ``lr`` down to ``min_lr_ratio * lr`` at the last step:
   :math:`\eta_t = \eta_{\min} + \tfrac12(\eta - \eta_{\min})(1 + \cos(\pi\,\tfrac{t - w}{T - w}))`.
 * Seeded: the initial weights from ``seed``, the batch order from ``(seed, epoch)``
-  (:class:`~sparse_core.data.batching.TokenBatches`), so step ``k``'s batch is known from ``k``.
+  (:class:`~sparse_core.lm.data.batching.TokenBatches`), so step ``k``'s batch is known from ``k``.
 * Checkpoints (``checkpoint.pt`` in the run folder) are written atomically (a temporary file, then
   ``os.replace``), every ``checkpoint_interval`` steps, at the end and on Ctrl-C; they hold the
   weights, the optimiser state, the step, the RNG states and the history, so a resumed run
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.batching import TokenBatches, eval_batches
-from .models.gpt_neox import GPTNeoX, GPTNeoXConfig, preset
+from ..models.gpt_neox import GPTNeoX, GPTNeoXConfig, preset
 
 __all__ = ["TrainConfig", "lr_at", "make_optimizer", "evaluate", "train", "load_run", "peak_rss_bytes",
            "CHECKPOINT", "METRICS"]

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _validation as V
+from .. import _validation as V
 
 __all__ = ["Timing", "time_callable", "peak_traced_bytes", "fit_power_law"]
 

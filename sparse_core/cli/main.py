@@ -5,10 +5,10 @@ Commands:
   cost    FLOPs and memory of dense attention for given sizes
   info    versions, threads and paths of this installation
   bench   measurements behind the book: ``bench layouts`` (see sparse_core.bench)
-  train     train the GPT-NeoX case-study model on WikiText-2 (see sparse_core.train)
+  train     train the GPT-NeoX case-study model on WikiText-2 (see sparse_core.lm.train)
   eval      loss and perplexity of a trained run or a Pythia checkpoint
   generate  sample text with the key-value cache
-  distill   distil a cheaper attention from a dense teacher (see sparse_core.distill)
+  distill   distil a cheaper attention from a dense teacher (see sparse_core.lm.distill)
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_grade(args) -> int:
-    from .grading.runner import main_grade
+    from ..course.runner import main_grade
 
     only = [str(c) for c in args.chapter or []] + list(args.exercise or [])
     args.only = ",".join(only) if only else None
@@ -53,7 +53,7 @@ def _fmt_bytes(n: float) -> str:
 
 
 def _cmd_cost(args) -> int:
-    from .cost import attention_cost
+    from ..attention.cost import attention_cost
 
     print(f"{'n':>8} {'pairs':>16} {'matmul GFLOP':>14} {'score matrix':>14}   "
           f"(d={args.d}, heads={args.heads}, batch={args.batch}, {args.bytes} B/elem, causal={args.causal})")
@@ -71,8 +71,8 @@ def _cmd_info(args) -> int:
     import numpy
     import torch
 
-    from . import __version__
-    from .grading.impl import repo_root
+    from .. import __version__
+    from ..course.impl import repo_root
 
     try:
         root = str(repo_root())
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_cmd_grade)
 
     c = sub.add_parser("cost", help="FLOPs and memory of dense attention",
-                       description="Analytic cost of dense attention (see sparse_core.cost).")
+                       description="Analytic cost of dense attention (see sparse_core.attention.cost).")
     c.add_argument("--n", type=_positive_int, nargs="+", default=[1024, 4096, 16384, 65536], help="sequence lengths")
     c.add_argument("--d", type=_positive_int, default=64, help="head dimension")
     c.add_argument("--heads", type=_positive_int, default=8)
@@ -129,18 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions, threads and paths")
     i.set_defaults(func=_cmd_info)
 
-    from .bench import TARGETS, add_target_parsers
+    from ..bench import TARGETS, add_target_parsers
 
     b = sub.add_parser("bench", help="benchmarks: " + ", ".join(TARGETS),
                        description="Measure parts of the library; each target writes JSON, a plot and a README.")
     add_target_parsers(b, _positive_int)
     b.set_defaults(func=_cmd_bench)
 
-    from .lm_cli import add_parsers
+    from .lm import add_parsers
 
     add_parsers(sub, _positive_int, _positive_float)
 
-    from .distill_cli import add_parser as add_distill_parser
+    from .distill import add_parser as add_distill_parser
 
     add_distill_parser(sub, _positive_int, _positive_float)
     return parser

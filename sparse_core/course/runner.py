@@ -1,7 +1,7 @@
 """``python -m sparse_core grade``: run the graded tests and print points per chapter and exercise.
 
 The tests run in a child pytest process that streams one JSON line per test (see
-:mod:`sparse_core.grading.plugin`). Each test has a time limit (pytest-timeout, SIGALRM);
+:mod:`sparse_core.course.plugin`). Each test has a time limit (pytest-timeout, SIGALRM);
 a test that is still running ``grace`` seconds after its limit -- stuck in compiled code, say --
 gets the child killed. If the child dies (killed, segfault, ``os._exit``), the test it was
 running scores zero and a new child carries on with the tests not yet run. Grading therefore

@@ -22,7 +22,7 @@ This module makes the simulator strict for the puzzle exercises. The reader writ
 * every thread of a block must pass the same number of barriers.
 
 The simulator must be switched on before numba is imported, so the kernel runs in a child
-process (:func:`run_cases`): ``python -m sparse_core.grading.cudasim IN.npz OUT.npz`` with
+process (:func:`run_cases`): ``python -m sparse_core.kernels.cudasim IN.npz OUT.npz`` with
 ``NUMBA_ENABLE_CUDASIM=1``. The reader's factory is loaded there from its file by name.
 """
 from __future__ import annotations
@@ -387,7 +387,7 @@ def run_cases(factory, cases: list[dict], timeout: float = 60.0, what: str = "ke
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(src, meta=np.array(json.dumps(meta)), **arrays)
         try:
-            proc = subprocess.run([sys.executable, "-m", "sparse_core.grading.cudasim", str(src), str(dst)],
+            proc = subprocess.run([sys.executable, "-m", "sparse_core.kernels.cudasim", str(src), str(dst)],
                                   env=env, capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:

@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from ...benchmark import peak_traced_bytes
+from ...bench.timing import peak_traced_bytes
 from ...patterns import axial, fixed, strided
 from ..compare import as_array, assert_mask_equal, call_repr
 from . import Chapter, Check

@@ -94,7 +94,7 @@ def _kl_extreme(fn):
 
 def _model(seed, layers=2):
     torch = _torch()
-    from ...distill import DistillConfig, make_student
+    from ...lm.distill import DistillConfig, make_student
     from ...models.gpt_neox import GPTNeoX, preset
 
     torch.manual_seed(seed)

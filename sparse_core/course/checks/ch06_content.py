@@ -1,7 +1,7 @@
 """Graded checks for Chapter 6 (content-based sparsity: top-k, routing, learned masks, NSA).
 
 Expected answers come from the library, never from the reference solutions: the top-k pattern
-(:func:`sparse_core.patterns.topk`), the float64 oracle (:mod:`sparse_core.reference`), the
+(:func:`sparse_core.patterns.topk`), the float64 oracle (:mod:`sparse_core.attention.reference`), the
 routing assignment and the NSA block selection of :mod:`sparse_core.approx`, and
 ``scipy.special.entr`` for entropies. Inputs are seeded; shapes include batches and heads,
 rectangular score matrices, lengths that are not multiples of the block size, ties and fully
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.special import entr
 
-from ... import reference as _ref
+from ...attention import reference as _ref
 from ...approx._common import masked_attention as _torch_masked_attention
 from ...approx.nsa import compressed_keep as _compressed_keep
 from ...approx.nsa import select_blocks as _lib_select_blocks

@@ -1,6 +1,6 @@
 """pytest plugin for graded tests (enabled for the whole test-suite in pyproject.toml).
 
-* ``--impl`` chooses whose code the graded tests import (see :mod:`sparse_core.grading.impl`);
+* ``--impl`` chooses whose code the graded tests import (see :mod:`sparse_core.course.impl`);
   the ``course_impl`` fixture loads one chapter's ``exercise.py`` from it.
 * ``--grade-report FILE`` streams one JSON line per test start and result, with the exercise
   number and points from ``@pytest.mark.exercise(...)``: the grade command reads it, and it

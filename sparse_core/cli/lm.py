@@ -64,14 +64,14 @@ def add_train_arguments(p, positive_int, positive_float) -> None:
     p.add_argument("--eval-batches", type=positive_int, default=20, help="validation batches per evaluation")
     p.add_argument("--checkpoint-interval", type=positive_int, default=100, help="save every N steps")
     p.add_argument("--threads", type=positive_int, default=None, help="torch/numba threads (default: all)")
-    p.add_argument("--data-dir", default=None, help="folder holding wikitext-2/ (default: see sparse_core.data)")
+    p.add_argument("--data-dir", default=None, help="folder holding wikitext-2/ (default: see sparse_core.lm.data)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
 
 
 def cmd_train(args) -> int:
     _passive_openmp()
-    from .train import TrainConfig, train
+    from ..lm.train import TrainConfig, train
 
     fields = {f: getattr(args, f) for f in ("preset", "attention", "window", "stride", "block_size", "vocab_size",
                                             "seq_len", "batch_size", "steps", "lr", "min_lr_ratio", "warmup",
@@ -103,7 +103,7 @@ def _load_model(args):
     if bool(args.checkpoint) == bool(args.hf_model):
         raise SystemExit("error: give exactly one of --checkpoint RUN_DIR or --hf-model NAME_OR_DIR")
     if args.checkpoint:
-        from .train import load_run
+        from ..lm.train import load_run
 
         model, tok, state = load_run(args.checkpoint, **_overrides(args))
         if tok is None:
@@ -111,7 +111,7 @@ def _load_model(args):
         return model, tok, state["train_config"]["seq_len"]
     from tokenizers import Tokenizer
 
-    from .models.hf_loading import from_pretrained, resolve_checkpoint
+    from ..models.hf_loading import from_pretrained, resolve_checkpoint
 
     folder = resolve_checkpoint(args.hf_model)
     if not (folder / "tokenizer.json").is_file():
@@ -132,7 +132,7 @@ def _warm_up(model, ids, decode: bool = False) -> None:
     kernels from their cache and imports parts of torch lazily, which is not the model's speed."""
     import torch
 
-    from .models.gpt_neox import generate
+    from ..models.gpt_neox import generate
 
     x = torch.as_tensor(ids, dtype=torch.int64).reshape(1, -1)
     generate(model, x, 3 if decode else 0, temperature=0)
@@ -140,8 +140,8 @@ def _warm_up(model, ids, decode: bool = False) -> None:
 
 def cmd_eval(args) -> int:
     _passive_openmp()
-    from .data.tokenizer import encode_split
-    from .train import evaluate, peak_rss_bytes
+    from ..lm.data.tokenizer import encode_split
+    from ..lm.train import evaluate, peak_rss_bytes
 
     model, tok, seq_len = _load_model(args)
     seq_len = args.seq_len or seq_len
@@ -161,8 +161,8 @@ def cmd_generate(args) -> int:
     _passive_openmp()
     import torch
 
-    from .models.gpt_neox import generate
-    from .train import peak_rss_bytes
+    from ..models.gpt_neox import generate
+    from ..lm.train import peak_rss_bytes
 
     model, tok, _ = _load_model(args)
     ids = tok.encode(args.prompt).ids

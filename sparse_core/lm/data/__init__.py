@@ -1,9 +1,9 @@
 """Data for the language-model case study.
 
-* :mod:`sparse_core.data.wikitext` -- WikiText-2 from a data directory (checked by sha256), or
+* :mod:`sparse_core.lm.data.wikitext` -- WikiText-2 from a data directory (checked by sha256), or
   downloaded with Hugging Face ``datasets`` when online;
-* :mod:`sparse_core.data.tokenizer` -- a byte-level BPE trained on the train split (cached);
-* :mod:`sparse_core.data.batching` -- contiguous sequences and seeded, resumable batch order.
+* :mod:`sparse_core.lm.data.tokenizer` -- a byte-level BPE trained on the train split (cached);
+* :mod:`sparse_core.lm.data.batching` -- contiguous sequences and seeded, resumable batch order.
 """
 from .batching import TokenBatches, eval_batches
 from .tokenizer import encode_split, load_or_train_tokenizer, train_bpe

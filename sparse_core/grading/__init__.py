@@ -1,1 +1,0 @@
-"""Grading machinery: the impl switch, readable comparisons, per-chapter checks, the grade command."""

@@ -1,0 +1,725 @@
+r"""Distilling a cheaper attention from a dense teacher with a KL loss.
+
+A trained dense GPT-NeoX model is the **teacher**; it stays frozen. The **student** is a copy of
+it in which every layer's attention is replaced by a cheaper one that *reuses the teacher's
+projections and rotary embeddings* (the fused ``query_key_value`` and the output ``dense``,
+copied) and changes only how the queries look at the keys. Only the student's *attention
+parameters* (defined below) are trained, to minimise
+
+.. math::
+
+    \mathcal L = T^2 \cdot \frac1N \sum_{t=1}^{N} \mathrm{KL}\big(P^{T}_\text{teacher}(\cdot \mid x_{<t})
+    \,\big\|\, P^{T}_\text{student}(\cdot \mid x_{<t})\big)
+    \;(+\; \lambda \cdot \overline{g} \text{ for the learned mask}),
+
+over the next-token distributions at every position of WikiText-2 training sequences, where
+:math:`P^T = \operatorname{softmax}(z / T)` is the distribution at temperature :math:`T`. The KL is
+computed in log space (:func:`kl_divergence`).
+
+Students (``DistillConfig.student``); all are causal and run on the rotated q, k of the teacher:
+
+===========  ==============================================  =====================================
+student      attention                                       parameters it adds (per layer)
+===========  ==============================================  =====================================
+mask         learned pair gate, soft: ``softmax(s + log g)``  ``gate`` (``PairGate``: ``w_q``,
+             (:func:`sparse_core.approx.gated_attention`),    ``w_k``, ``w_2``)
+             L1 penalty :math:`\lambda\,\overline g`
+nsa          Native Sparse Attention: compressed + selected   ``pos_k``, ``pos_v``, ``phi_k``,
+             blocks + sliding window, gated                   ``phi_v``, ``gate``
+             (:func:`sparse_core.approx.nsa_attention`)
+performer    FAVOR+ random features, causal prefix sums       none (the projection matrix is a
+             (:func:`sparse_core.approx.favor_attention`)     fixed random buffer)
+topk         each query keeps its ``topk`` largest scores     none
+             (:func:`sparse_core.approx.topk_attention`)
+block        a fixed block-sparse pattern of the model        none
+             (``local``/``strided``/``fixed``/``mixed``),
+             :func:`sparse_core.attention.ops.block_sparse_attention`
+===========  ==============================================  =====================================
+
+**Attention parameters** -- exactly what is trained (:func:`attention_parameter_names`):
+
+* ``train="new"``: the parameters the student *adds* to each layer's attention (the ``gate``
+  network of the learned mask; NSA's position embeddings, compression maps and branch gate). The
+  teacher's ``query_key_value`` and ``dense`` are frozen copies.
+* ``train="attention"``: every parameter of every layer's attention module,
+  ``layers.{i}.attention.*``: the copied ``query_key_value`` and ``dense`` (weights and biases)
+  plus any added parameters.
+* ``train="auto"`` (default): ``"new"`` for students that add parameters (mask, nsa) and
+  ``"attention"`` for those that add none (performer, topk, block) -- else there would be nothing
+  to train and only the zero-shot number would exist.
+
+Everything else -- embeddings, LayerNorms, MLPs, the output layer -- is frozen
+(``requires_grad=False``) and never receives a gradient.
+
+Measured (:func:`evaluate_student`, on the validation split): KL at :math:`T = 1`, student and
+teacher perplexity, and what the student's attention actually computed, recorded from its masks
+and layouts during the evaluation: ``density`` = attended (query, key) pairs / causal pairs
+(:math:`n(n+1)/2` per head and sequence) and ``flops_ratio`` = attention multiply-adds / those of
+exact causal attention, :math:`(d + d_v)\,n(n+1)/2` (score and value products; projections, which
+are unchanged, are not counted). Per student:
+
+* mask: the soft gate still computes every causal pair plus the gate MLP (``hidden`` multiply-adds
+  per pair); ``density`` counts the pairs with :math:`g > 1/2`, the ones the thresholded
+  (``hard``) version keeps, which is also evaluated;
+* nsa: compressed blocks seen + selected tokens + window tokens (branches counted separately, as
+  they are computed); the block-scoring products are the compressed branch's;
+* performer: no pairs (``density`` is None); multiply-adds of the chunked causal FAVOR+:
+  features :math:`2nmd`, prefix state and read-out :math:`2nm d_v`, intra-chunk terms
+  :math:`n C (m + d_v)` with :math:`C` the chunk size;
+* topk: every causal score is still computed (:math:`d` per pair) but only ``topk`` values per
+  query are summed (:math:`d_v` per kept pair);
+* block: the kernel computes whole tiles: ``layout.computed_pairs()``; ``density`` is the
+  pattern's allowed pairs.
+
+Zero-shot first: the student is evaluated before any training (step 0 of the history), so the
+gain of distillation is measured. Checkpoints, resume, Ctrl-C and tokens/s follow
+:mod:`sparse_core.lm.train`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..approx._common import causal_keep, masked_attention
+from ..approx.learned_mask import PairGate, gated_attention
+from ..approx.nsa import compress_blocks, compressed_keep, nsa_attention, select_blocks, selected_token_mask
+from ..approx.performer import favor_attention, gaussian_orthogonal_random_matrix
+from ..approx.topk import _mask_from_scores
+from .data.batching import TokenBatches, eval_batches
+from ..models.gpt_neox import Attention, GPTNeoX, GPTNeoXConfig, attention_pattern
+from ..attention.ops import block_sparse_attention
+from .train import (_atomic_json, _atomic_torch_save, _rng_state, _set_rng_state, _StopFlag, lr_at,
+                    peak_rss_bytes)
+
+__all__ = ["STUDENT_KINDS", "TRAIN_MODES", "BLOCK_PATTERNS", "DistillConfig", "kl_divergence", "StudentAttention",
+           "make_student", "attention_parameter_names", "freeze_all_but_attention", "l1_penalty", "record_stats",
+           "evaluate_student", "distill", "load_student", "generate_full", "CHECKPOINT", "METRICS"]
+
+STUDENT_KINDS = ("mask", "nsa", "performer", "topk", "block")
+TRAIN_MODES = ("auto", "new", "attention")
+BLOCK_PATTERNS = ("local", "strided", "fixed", "mixed")
+CHECKPOINT, METRICS, TOKENIZER = "checkpoint.pt", "metrics.json", "tokenizer.json"
+_ADDS_PARAMETERS = {"mask": True, "nsa": True, "performer": False, "topk": False, "block": False}
+_RESUMABLE_CHANGES = {"eval_interval", "eval_batches", "checkpoint_interval", "threads", "data_dir"}
+_KEPT = ("zero_shot", "zero_shot_hard", "teacher_eval", "last_eval", "last_eval_hard")  # evaluations saved with a checkpoint
+
+
+# ---------------------------------------------------------------------------- the loss
+
+def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    r"""Mean over tokens of :math:`T^2\,\mathrm{KL}(P_\text{teacher}^T \,\|\, P_\text{student}^T)`.
+
+    ``teacher_logits``, ``student_logits``: ``[..., vocab]`` (same shape; every leading position is
+    one token). Both sides go through ``log_softmax(z / T)`` in (at least) float32, and
+
+    .. math:: \mathrm{KL}_t = \sum_v p_{tv} (\log p_{tv} - \log q_{tv}),\quad p = e^{\log p},
+
+    so no probability is ever divided or logged: it is exact 0 for identical logits, finite at any
+    finite logit size (a token with :math:`p = 0` contributes :math:`0 \cdot \text{finite} = 0`), and
+    each token's value is clamped at 0 (rounding can make a true 0 a tiny negative). The factor
+    :math:`T^2` (Hinton et al. 2015) keeps the gradient's size independent of :math:`T`: the
+    gradient of the tempered KL with respect to the logits scales as :math:`1/T^2`. Returns a
+    0-d tensor (differentiable with respect to ``student_logits``).
+    """
+    for name, t in (("teacher_logits", teacher_logits), ("student_logits", student_logits)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.ndim < 1:
+            raise ValueError(f"`{name}` must be a floating-point tensor [..., vocab], got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"`teacher_logits` {tuple(teacher_logits.shape)} and `student_logits` "
+                         f"{tuple(student_logits.shape)} must have the same shape [..., vocab]")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}")
+    if teacher_logits.numel() == 0:
+        raise ValueError("`teacher_logits` must hold at least one token")
+    if not (torch.isfinite(teacher_logits).all() and torch.isfinite(student_logits.detach()).all()):
+        raise ValueError("logits must be finite (got NaN or inf)")
+    dtype = torch.promote_types(teacher_logits.dtype, torch.float32)
+    log_p = F.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=-1)
+    log_q = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
+    per_token = (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
+    return per_token.mean() * (temperature ** 2)
+
+
+# ---------------------------------------------------------------------------- configuration
+
+@dataclass
+class DistillConfig:
+    """Settings of a distillation run (student, what is trained, schedule, evaluation)."""
+
+    student: str = "mask"
+    train: str = "auto"
+    temperature: float = 1.0
+    # learned mask
+    hidden: int = 16
+    l1: float = 0.01
+    # nsa
+    nsa_block: int = 16
+    nsa_select: int = 4
+    nsa_window: int = 32
+    # performer
+    n_features: int | None = None
+    chunk_size: int = 64
+    # top-k
+    topk: int = 32
+    # fixed block-sparse pattern
+    pattern: str = "local"
+    window: int = 32
+    stride: int = 32
+    block_size: int = 32
+    # optimisation
+    seq_len: int = 256
+    batch_size: int = 8
+    steps: int = 200
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_interval: int = 50
+    eval_batches: int = 10
+    checkpoint_interval: int = 50
+    threads: int | None = None
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        if self.student not in STUDENT_KINDS:
+            raise ValueError(f"`student` must be one of {', '.join(STUDENT_KINDS)}, got {self.student!r}")
+        if self.train not in TRAIN_MODES:
+            raise ValueError(f"`train` must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
+        if self.pattern not in BLOCK_PATTERNS:
+            raise ValueError(f"`pattern` must be one of {', '.join(BLOCK_PATTERNS)}, got {self.pattern!r}")
+        for name in ("hidden", "nsa_block", "nsa_select", "chunk_size", "topk", "window", "stride", "block_size",
+                     "seq_len", "batch_size", "steps", "eval_interval", "eval_batches", "checkpoint_interval"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
+        for name in ("nsa_window", "warmup"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"`{name}` must be a non-negative integer, got {v!r}")
+        if self.n_features is not None and (isinstance(self.n_features, bool) or not isinstance(self.n_features, int)
+                                            or self.n_features <= 0):
+            raise ValueError(f"`n_features` must be a positive integer or None, got {self.n_features!r}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"`temperature` must be a finite number > 0, got {self.temperature!r}")
+        if not (self.l1 >= 0 and self.lr > 0 and 0 <= self.min_lr_ratio <= 1 and self.weight_decay >= 0
+                and self.grad_clip > 0):
+            raise ValueError("need l1 >= 0, lr > 0, 0 <= min_lr_ratio <= 1, weight_decay >= 0, grad_clip > 0")
+        if self.train == "new" and not _ADDS_PARAMETERS[self.student]:
+            raise ValueError(f"the {self.student!r} student adds no parameters, so train='new' would train nothing; "
+                             "use train='attention' (its q/k/v/output projections) or 'auto'")
+
+    @property
+    def train_mode(self) -> str:
+        """``new`` or ``attention`` (``auto`` resolved for this student)."""
+        if self.train != "auto":
+            return self.train
+        return "new" if _ADDS_PARAMETERS[self.student] else "attention"
+
+
+# ---------------------------------------------------------------------------- the student attention
+
+class StudentAttention(Attention):
+    """A GPT-NeoX attention module whose attention is ``kind`` (see the module docstring).
+
+    Same ``query_key_value``, ``dense``, rotary embedding and state-dict names as
+    :class:`sparse_core.models.gpt_neox.Attention`, plus the student's own parameters. Computes
+    whole sequences only (no key-value cache): generate with :func:`generate_full`.
+    """
+
+    def __init__(self, config: GPTNeoXConfig, index: int, cfg: DistillConfig):
+        super().__init__(config, backend=None, index=index)
+        self.kind, self.hard, self.stats = cfg.student, False, None
+        dh = self.head_dim
+        if self.kind == "mask":
+            self.gate = PairGate(dh, cfg.hidden, init_open=2.0)
+            with torch.no_grad():  # near-constant gates (~0.88) at the start: the student starts as the teacher
+                nn.init.normal_(self.gate.w_2.weight, std=1e-2)
+            self.l1_weight, self._l1 = cfg.l1, None
+        elif self.kind == "nsa":
+            self.nsa_block, self.n_select, self.window = cfg.nsa_block, cfg.nsa_select, cfg.nsa_window
+            self.pos_k = nn.Parameter(torch.zeros(cfg.nsa_block, dh))
+            self.pos_v = nn.Parameter(torch.zeros(cfg.nsa_block, dh))
+            self.phi_k = nn.Linear(dh, dh, bias=False)
+            self.phi_v = nn.Linear(dh, dh, bias=False)
+            self.gate = nn.Linear(config.hidden_size, 3 * self.num_heads, bias=True)
+            with torch.no_grad():  # mean pooling, and gates (cmp, slc, win) = (0.02, 0.5, 0.5) for every token
+                nn.init.eye_(self.phi_k.weight)
+                nn.init.eye_(self.phi_v.weight)
+                nn.init.zeros_(self.gate.weight)
+                self.gate.bias.copy_(torch.tensor([-4.0, 0.0, 0.0]).repeat(self.num_heads))
+        elif self.kind == "performer":
+            m = cfg.n_features or max(1, int(dh * math.log(dh)))
+            self.chunk_size = cfg.chunk_size
+            g = torch.Generator().manual_seed(cfg.seed * 1000 + index)
+            self.register_buffer("projection_matrix", gaussian_orthogonal_random_matrix(m, dh, generator=g))
+        elif self.kind == "topk":
+            self.topk = cfg.topk
+        else:  # block
+            pc = dataclasses.replace(config, attention=cfg.pattern, window=cfg.window, stride=cfg.stride,
+                                     block_size=cfg.block_size)
+            self.pattern = attention_pattern(pc)
+            self.block_size = cfg.block_size
+            self.layout_heads = self.num_heads if (self.pattern.n_heads or 1) > 1 else 1
+            self._layouts: dict[int, Any] = {}
+
+    # -- attention of the rotated q, k and v [batch, heads, n, d_head]
+    def attend(self, q, k, v, x):
+        b, h, n, d = q.shape
+        scale = 1.0 / math.sqrt(d)
+        st = self.stats
+        causal_pairs = b * h * n * (n + 1) // 2
+        if st is not None:
+            st["causal_pairs"] += causal_pairs
+            st["dense_macs"] += causal_pairs * 2 * d
+        if self.kind == "mask":
+            out, gate_sum, n_pairs = gated_attention(q, k, v, self.gate, scale, causal=True, hard=self.hard, chunk=128)
+            self._l1 = gate_sum / max(n_pairs, 1)
+            if st is not None:
+                with torch.no_grad():
+                    kept = sum(int(((self.gate(q[..., i0:i0 + 128, :], k) > 0)
+                                    & causal_keep(i0, min(i0 + 128, n), 0, n)).sum()) for i0 in range(0, n, 128))
+                hid = self.gate.w_2.in_features
+                st["pairs"] += kept
+                st["gate_sum"] += float(gate_sum.detach())
+                st["macs"] += (causal_pairs * (d + hid) + kept * d) if self.hard else causal_pairs * (2 * d + hid)
+            return out
+        if self.kind == "nsa":
+            k_cmp = self.phi_k(compress_blocks(k, self.nsa_block, self.pos_k))
+            v_cmp = self.phi_v(compress_blocks(v, self.nsa_block, self.pos_v))
+            gates = torch.sigmoid(self.gate(x)).view(b, n, h, 3).transpose(1, 2)
+            if st is not None:
+                with torch.no_grad():
+                    nb = k_cmp.shape[-2]
+                    cmp = int(compressed_keep(n, nb, self.nsa_block, True).sum()) * b * h
+                    sel = select_blocks(q, k_cmp, self.nsa_block, self.n_select, scale, True)
+                    slc = int(selected_token_mask(sel, self.nsa_block, n, True).sum())
+                    win = b * h * int(np.minimum(np.arange(n), self.window).sum() + n)
+                st["pairs"] += cmp + slc + win
+                st["macs"] += (cmp + slc + win) * 2 * d
+            return nsa_attention(q, k, v, gates, k_cmp, v_cmp, self.nsa_block, self.n_select, self.window, scale,
+                                 causal=True)
+        if self.kind == "performer":
+            if st is not None:
+                m, c = self.projection_matrix.shape[0], min(self.chunk_size, n)
+                st["macs"] += b * h * (2 * n * m * d + 2 * n * m * d + n * c * (m + d))
+            return favor_attention(q, k, v, self.projection_matrix.to(q.dtype), scale, causal=True,
+                                   chunk_size=self.chunk_size)
+        if self.kind == "topk":
+            s = torch.matmul(q, k.transpose(-1, -2)) * scale
+            keep = _mask_from_scores(s.detach(), self.topk, True)
+            if st is not None:
+                kept = int(keep.sum())
+                st["pairs"] += kept
+                st["macs"] += causal_pairs * d + kept * d
+            return masked_attention(s, keep, v)
+        lay = self._layouts.get(n)  # block
+        if lay is None:
+            lay = self._layouts[n] = self.pattern.to_layout(n, n, self.block_size, self.layout_heads)
+        if st is not None:
+            rep = b * (h // self.layout_heads)
+            st["pairs"] += lay.kept_pairs() * rep
+            st["macs"] += lay.computed_pairs() * rep * 2 * d
+        return block_sparse_attention(q, k, v, lay, scale)
+
+    def forward(self, x, cos, sin, cache=None, pos0: int = 0):
+        if cache is not None or pos0 != 0:
+            raise ValueError("a distilled student computes whole sequences (no key-value cache); "
+                             "use sparse_core.lm.distill.generate_full")
+        b, n, _ = x.shape
+        qkv = self.query_key_value(x).view(b, n, self.num_heads, 3 * self.head_dim).transpose(1, 2)
+        q, k, v = qkv.chunk(3, dim=-1)
+        q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+        o = self.attend(q, k, v, x)
+        return self.dense(o.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, hard={self.hard}"
+
+
+def make_student(teacher: GPTNeoX, cfg: DistillConfig) -> GPTNeoX:
+    """A copy of ``teacher`` with every layer's attention replaced by ``cfg.student``'s
+    (teacher weights copied; the new parameters initialised as documented, seeded by ``cfg.seed``),
+    frozen except for the attention parameters of ``cfg.train_mode``."""
+    if not isinstance(teacher, GPTNeoX):
+        raise TypeError(f"`teacher` must be a GPTNeoX model, got {type(teacher).__name__}")
+    if not isinstance(cfg, DistillConfig):
+        raise TypeError(f"`cfg` must be a DistillConfig, got {type(cfg).__name__}")
+    config = dataclasses.replace(teacher.config, attention="dense")
+    torch.manual_seed(cfg.seed)
+    student = GPTNeoX(config)
+    for i, layer in enumerate(student.layers):
+        layer.attention = StudentAttention(config, i, cfg)
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    teacher_names = set(teacher.state_dict())
+    if unexpected or any(name in teacher_names for name in missing):
+        raise RuntimeError(f"teacher weights do not fit the student: missing {missing}, unexpected {unexpected}")
+    student.to(next(teacher.parameters()).dtype)
+    freeze_all_but_attention(student, cfg.train_mode)
+    return student
+
+
+def _attention_index(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) > 3 and parts[0] == "layers" and parts[2] == "attention"
+
+
+def attention_parameter_names(model: GPTNeoX, mode: str) -> list[str]:
+    """Names of the parameters trained in ``mode`` (``"new"`` or ``"attention"``), sorted."""
+    if mode not in ("new", "attention"):
+        raise ValueError(f"`mode` must be 'new' or 'attention', got {mode!r}")
+    names = []
+    for name, _ in model.named_parameters():
+        if not _attention_index(name):
+            continue
+        projection = name.split(".")[3] in ("query_key_value", "dense")
+        if mode == "attention" or not projection:
+            names.append(name)
+    return sorted(names)
+
+
+def freeze_all_but_attention(model: GPTNeoX, mode: str) -> list[str]:
+    """Set ``requires_grad`` True exactly on :func:`attention_parameter_names` (False elsewhere);
+    returns those names. Raises if there are none."""
+    names = attention_parameter_names(model, mode)
+    if not names:
+        raise ValueError(f"no attention parameters to train in mode {mode!r} (does the model have a student "
+                         "attention with its own parameters?)")
+    keep = set(names)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in keep)
+        if name not in keep:
+            p.grad = None
+    return names
+
+
+def l1_penalty(model: GPTNeoX) -> torch.Tensor | None:
+    """Mean over the learned-mask layers of the mean gate of their last forward (None if no such layer)."""
+    vals = [m._l1 for m in model.modules() if isinstance(m, StudentAttention) and m.kind == "mask"]
+    if not vals:
+        return None
+    if any(v is None for v in vals):
+        raise RuntimeError("l1_penalty() needs a forward pass first")
+    return torch.stack(vals).mean()
+
+
+@contextlib.contextmanager
+def record_stats(model: GPTNeoX):
+    """Within the block every student layer adds what it computed to one ``Counter`` (yielded):
+    ``pairs`` (attended pairs), ``causal_pairs``, ``macs``, ``dense_macs`` (and ``gate_sum``)."""
+    counter: Counter = Counter()
+    layers = [m for m in model.modules() if isinstance(m, StudentAttention)]
+    for m in layers:
+        m.stats = counter
+    try:
+        yield counter
+    finally:
+        for m in layers:
+            m.stats = None
+
+
+@contextlib.contextmanager
+def _hard_gates(model: GPTNeoX, hard: bool):
+    layers = [m for m in model.modules() if isinstance(m, StudentAttention)]
+    old = [m.hard for m in layers]
+    for m in layers:
+        m.hard = hard
+    try:
+        yield
+    finally:
+        for m, h in zip(layers, old):
+            m.hard = h
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate_student(teacher: GPTNeoX, student: GPTNeoX, tokens, seq_len: int, batch_size: int,
+                     max_batches: int | None = None, hard: bool = False, teacher_eval: bool = True) -> dict:
+    """KL (T = 1), student and teacher loss/perplexity on the first ``max_batches`` batches of
+    ``tokens``, the attention ``density`` and ``flops_ratio`` the student used, and forward
+    tokens/s of each model. ``hard=True`` evaluates a learned mask thresholded at 1/2."""
+    was_s, was_t = student.training, teacher.training
+    student.eval()
+    teacher.eval()
+    kl_sum = s_loss = t_loss = 0.0
+    count, s_sec, t_sec = 0, 0.0, 0.0
+    try:
+        with record_stats(student) as st, _hard_gates(student, hard):
+            for x, y in eval_batches(tokens, seq_len, batch_size, max_batches):
+                t0 = time.perf_counter()
+                zt = teacher(x)
+                t1 = time.perf_counter()
+                zs = student(x)
+                t2 = time.perf_counter()
+                t_sec, s_sec = t_sec + (t1 - t0), s_sec + (t2 - t1)
+                ntok = y.numel()
+                kl_sum += float(kl_divergence(zt, zs)) * ntok
+                s_loss += F.cross_entropy(zs.reshape(-1, zs.shape[-1]).float(), y.reshape(-1), reduction="sum").item()
+                if teacher_eval:
+                    t_loss += F.cross_entropy(zt.reshape(-1, zt.shape[-1]).float(), y.reshape(-1),
+                                              reduction="sum").item()
+                count += ntok
+    finally:
+        student.train(was_s)
+        teacher.train(was_t)
+    if count == 0:
+        raise ValueError(f"no evaluation sequences of length {seq_len}: the split has too few tokens")
+    out = {"kl": kl_sum / count, "student_loss": s_loss / count,
+           "student_ppl": math.exp(min(s_loss / count, 700.0)), "tokens": count,
+           "student_tokens_per_s": count / s_sec if s_sec > 0 else None,
+           "teacher_tokens_per_s": count / t_sec if t_sec > 0 else None,
+           "density": st["pairs"] / st["causal_pairs"] if st["causal_pairs"] and "pairs" in st else None,
+           "flops_ratio": st["macs"] / st["dense_macs"] if st["dense_macs"] else None,
+           "hard": hard}
+    if "gate_sum" in st:
+        out["mean_gate"] = st["gate_sum"] / st["causal_pairs"]
+    if teacher_eval:
+        out.update(teacher_loss=t_loss / count, teacher_ppl=math.exp(min(t_loss / count, 700.0)))
+    return out
+
+
+# ---------------------------------------------------------------------------- training
+
+def _fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _optimizer(student: GPTNeoX, cfg: DistillConfig) -> torch.optim.AdamW:
+    params = [p for p in student.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim == 2]
+    rest = [p for p in params if p.ndim != 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def distill(cfg: DistillConfig, out_dir: str | os.PathLike, teacher: GPTNeoX, *, train_tokens, val_tokens,
+            tokenizer=None, resume: bool = False, teacher_source: str | None = None, progress: bool = True,
+            callback: Callable[[int, float], None] | None = None, command: str | None = None,
+            log: Callable[[str], None] = print) -> dict:
+    """Distil ``cfg.student`` from the frozen ``teacher`` into ``out_dir``; returns the metrics
+    also written to ``metrics.json``. The zero-shot student is evaluated first (history step 0).
+
+    ``checkpoint.pt`` holds the student's whole state dict (teacher copies included), the optimiser,
+    step, RNG states, history and the teacher's fingerprint; a resumed run must use the same
+    teacher and settings, and continues with bit-identical losses.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(cfg, DistillConfig):
+        raise TypeError(f"`cfg` must be a DistillConfig, got {type(cfg).__name__}")
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+        import numba
+
+        numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
+    for name, toks in (("train_tokens", train_tokens), ("val_tokens", val_tokens)):
+        if int(np.max(toks)) >= teacher.config.vocab_size:
+            raise ValueError(f"`{name}` reach id {int(np.max(toks))}, beyond the teacher's vocabulary "
+                             f"of {teacher.config.vocab_size}")
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    fingerprint = _fingerprint(teacher)
+    state = None
+    if ckpt_path.exists():
+        if not resume:
+            raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue it, or choose "
+                                  "another output folder")
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = DistillConfig(**state["distill_config"])
+        diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in dataclasses.asdict(cfg)
+                if k not in _RESUMABLE_CHANGES and getattr(saved, k) != getattr(cfg, k)}
+        if diff:
+            raise ValueError(f"cannot resume {ckpt_path} with different settings (saved, given): {diff}")
+        if state["teacher_fingerprint"] != fingerprint:
+            raise ValueError(f"cannot resume {ckpt_path}: it was distilled from another teacher")
+    batches = TokenBatches(train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed)
+    student = make_student(teacher, cfg)
+    trainable = attention_parameter_names(student, cfg.train_mode)
+    opt = _optimizer(student, cfg)
+    history: dict[str, list] = {"train": [], "val": []}
+    step, train_seconds, tokens_seen = 0, 0.0, 0
+    metrics: dict[str, Any] = {}
+    if state is not None:
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        step, history = state["step"], state["history"]
+        metrics.update({k: state[k] for k in _KEPT if k in state})
+        log(f"resuming {ckpt_path} at step {step}")
+    out.mkdir(parents=True, exist_ok=True)
+    if tokenizer is not None:
+        tokenizer.save(str(out / TOKENIZER))
+
+    def validate():
+        ev = evaluate_student(teacher, student, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches,
+                              teacher_eval="teacher_eval" not in metrics)
+        if "teacher_eval" not in metrics:
+            metrics["teacher_eval"] = {k: ev[k] for k in ("teacher_loss", "teacher_ppl", "teacher_tokens_per_s",
+                                                          "tokens")}
+        row = [step, ev["kl"], ev["student_loss"], ev["student_ppl"], ev["density"], ev["flops_ratio"]]
+        if cfg.student == "mask":
+            hv = evaluate_student(teacher, student, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches,
+                                  hard=True, teacher_eval=False)
+            row += [hv["kl"], hv["student_ppl"], hv["density"], ev.get("mean_gate")]
+            metrics["last_eval_hard"] = hv
+            if step == 0:
+                metrics["zero_shot_hard"] = hv
+        history["val"].append(row)
+        metrics["last_eval"] = ev
+        if step == 0:
+            metrics["zero_shot"] = ev
+        return ev
+
+    def save(interrupted=False):
+        _atomic_torch_save({"format": 1, "model_config": student.config.to_dict(),
+                            "distill_config": dataclasses.asdict(cfg), "student": student.state_dict(),
+                            "optimizer": opt.state_dict(), "step": step, "rng": _rng_state(), "history": history,
+                            "teacher_fingerprint": fingerprint, "teacher_source": teacher_source,
+                            **{k: metrics[k] for k in _KEPT if k in metrics}},
+                           ckpt_path)
+        metrics.update({
+            "command": command, "teacher_source": teacher_source, "teacher_fingerprint": fingerprint,
+            "model_config": student.config.to_dict(), "distill_config": dataclasses.asdict(cfg),
+            "train_mode": cfg.train_mode, "trainable_parameters": trainable,
+            "n_trainable": sum(p.numel() for p in student.parameters() if p.requires_grad),
+            "n_parameters": sum(p.numel() for p in student.parameters()),
+            "step": step, "finished": step >= cfg.steps, "interrupted": interrupted,
+            "history_columns": {"train": ["step", "loss", "kl", "l1", "lr", "grad_norm"],
+                                "val": ["step", "kl", "student_loss", "student_ppl", "density", "flops_ratio"]
+                                + (["hard_kl", "hard_ppl", "hard_density", "mean_gate"] if cfg.student == "mask"
+                                   else [])},
+            "history": history,
+            "train_tokens_per_s": tokens_seen / train_seconds if train_seconds else None,
+            "train_tokens_per_s_note": "teacher forward + student forward/backward, this session's steps after its "
+                                       "first; evaluation and saving excluded",
+            "peak_rss_bytes": peak_rss_bytes(), "torch_threads": torch.get_num_threads(),
+        })
+        _atomic_json(metrics, out / METRICS)
+
+    if step == 0 and not history["val"]:
+        ev = validate()
+        log(f"zero-shot {cfg.student}: KL {ev['kl']:.4f}, student ppl {ev['student_ppl']:.2f}, "
+            f"teacher ppl {ev['teacher_ppl']:.2f}")
+    student.train()
+    first, interrupted = True, False
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    with _StopFlag() as stop:
+        while step < cfg.steps:
+            x, _ = batches.batch(step)
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                zt = teacher(x)
+            zs = student(x)
+            kl = kl_divergence(zt, zs, cfg.temperature)
+            pen = l1_penalty(student)
+            loss = kl + cfg.l1 * pen if pen is not None else kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_([p for p in student.parameters() if p.requires_grad],
+                                                   cfg.grad_clip)
+            opt.step()
+            dt = time.perf_counter() - t0
+            step += 1
+            loss_v = loss.item()
+            if not math.isfinite(loss_v):
+                raise FloatingPointError(f"loss is {loss_v} at step {step}; lower the learning rate")
+            history["train"].append([step, loss_v, kl.item(), None if pen is None else pen.item(), lr, float(gnorm)])
+            if not first:
+                train_seconds += dt
+                tokens_seen += x.numel()
+            first = False
+            post = {"kl": f"{kl.item():.4f}", "lr": f"{lr:.2e}",
+                    "tok/s": f"{(tokens_seen / train_seconds) if train_seconds else x.numel() / dt:,.0f}"}
+            if step % cfg.eval_interval == 0 or step == cfg.steps:
+                ev = validate()
+                post.update(val_kl=f"{ev['kl']:.4f}", ppl=f"{ev['student_ppl']:.1f}")
+                if not progress:
+                    log(f"step {step}: train KL {kl.item():.4f}, val KL {ev['kl']:.4f}, "
+                        f"student ppl {ev['student_ppl']:.2f}")
+            bar.set_postfix(post, refresh=False)
+            bar.update(1)
+            if callback is not None:
+                callback(step, loss_v)
+            if stop.requested:
+                interrupted = True
+                break
+            if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
+                save()
+        bar.close()
+        if interrupted:
+            save(interrupted=True)
+            log(f"interrupted: saved step {step} to {ckpt_path}; continue with --resume")
+    if "step" not in metrics:
+        save()
+    return metrics
+
+
+def load_student(run_dir: str | os.PathLike):
+    """``(student, DistillConfig, checkpoint dict)`` of a distillation run folder."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CHECKPOINT} in {run_dir} (a folder written by `python -m sparse_core distill`)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = DistillConfig(**state["distill_config"])
+    teacher = GPTNeoX(GPTNeoXConfig.from_dict(state["model_config"]))
+    student = make_student(teacher, cfg)
+    student.load_state_dict(state["student"])
+    return student.eval(), cfg, state
+
+
+@torch.no_grad()
+def generate_full(model: GPTNeoX, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample like :func:`sparse_core.models.generate` but recomputing the whole prefix at every
+    step (no key-value cache), so any student attention can generate. ``[batch, n + new]``."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"`max_new_tokens` must be a non-negative integer, got {max_new_tokens!r}")
+    if not (isinstance(temperature, (int, float)) and temperature >= 0 and math.isfinite(temperature)):
+        raise ValueError(f"`temperature` must be a finite number >= 0, got {temperature!r}")
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise ValueError("`input_ids` must be a non-empty integer tensor [batch, n]")
+    was = model.training
+    model.eval()
+    ids = input_ids
+    try:
+        for _ in range(max_new_tokens):
+            logits = model(ids)[:, -1].float()
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None and top_k < logits.shape[-1]:
+                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+            ids = torch.cat([ids, nxt.to(ids.dtype)], dim=1)
+    finally:
+        model.train(was)
+    return ids
