@@ -25,13 +25,13 @@ the command. It only measures; nothing is asserted.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import shlex
 import sys
 import time
 import warnings
 from pathlib import Path
+
+from .report import new_report, write_report
 
 HELP = "time the CUDA kernels against SDPA (fp32, bf16) and compiled FlexAttention on a GPU"
 DEFAULT_NS = (2048, 4096, 8192, 16384, 32768)
@@ -262,16 +262,10 @@ def run_cuda_bench(ns=DEFAULT_NS, density_ns=DEFAULT_DENSITY_NS, fractions=DEFAU
     cmd = (f"python -m sparse_core bench cuda --n {' '.join(map(str, ns))} --density-n {' '.join(map(str, density_ns))} "
            f"--fractions {' '.join(map(str, fractions))} --block-size {block_size} --batch {batch} --heads {heads} "
            f"--d {d} --rounds {rounds} --out {shlex.quote(str(out))}" + ("" if flex else " --no-flex"))
-    report = {
-        "command": cmd,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": device,
-        "fp32_matmul_tflops_no_tf32": _median(matmul_all) / 1e12 if matmul_all else None,
-        "rows": rows, "wall_s": time.time() - t0,
-    }
-    (out / "cuda.json").write_text(json.dumps(report, indent=2))
-    _plot(report, out / "cuda.png")
-    _readme(report, out / "README.md")
+    report = new_report(cmd, machine=False, device=device,
+                        fp32_matmul_tflops_no_tf32=_median(matmul_all) / 1e12 if matmul_all else None,
+                        rows=rows, wall_s=time.time() - t0)
+    write_report(report, out, "cuda", _plot, _readme)
     return report
 
 
@@ -316,7 +310,7 @@ def _plot(report, path):
     plt.close(fig)
 
 
-def _readme(report, path):
+def _readme(report) -> str:
     dev = report["device"]
 
     def f(x, fmt):
@@ -344,7 +338,7 @@ def _readme(report, path):
                      f"{f(r['speedup_fwd_vs_flex'], '.2f')} | {f(r['speedup_fwdbwd_vs_flex'], '.2f')} |")
     lines += ["", "Targets: forward >= 0.30 of the fp32 CUDA-core peak on kept FLOPs; faster than dense fp32 SDPA "
               "at block density <= 12.5% and n >= 8192."]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser, positive_int) -> None:

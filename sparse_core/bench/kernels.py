@@ -17,12 +17,12 @@ and ``README.md``. It only measures; nothing is asserted.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import shlex
 import time
 import warnings
 from pathlib import Path
+
+from .report import new_report, write_report
 
 HELP = "time block-sparse attention against dense SDPA and compiled FlexAttention"
 DEFAULT_NS = (1024, 2048, 4096, 8192, 16384)
@@ -136,30 +136,15 @@ def _config(n, window, block_size, heads, d, rounds, flex, log):
 
 def run_kernels(ns=DEFAULT_NS, density_n=4096, block_size=128, heads=8, d=64, rounds=3, out=DEFAULT_OUT,
                 flex=True, log=print):
-    import platform
-
-    import numpy
-    import torch
-
     t0 = time.time()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     length = [_config(n, max(block_size, n // 8 - block_size), block_size, heads, d, rounds, flex, log) for n in ns]
     density = [_config(density_n, w, block_size, heads, d, rounds, flex, log)
                 for w in (density_n // 4, density_n // 8, density_n // 16, density_n // 32)]
     cmd = (f"python -m sparse_core bench kernels --n {' '.join(map(str, ns))} --density-n {density_n} "
            f"--block-size {block_size} --heads {heads} --d {d} --rounds {rounds} --out {shlex.quote(str(out))}"
            + ("" if flex else " --no-flex"))
-    report = {
-        "command": cmd,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": __import__("os").cpu_count(),
-                    "numpy": numpy.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
-        "length_sweep": length, "density_sweep": density, "wall_s": time.time() - t0,
-    }
-    (out / "kernels.json").write_text(json.dumps(report, indent=2))
-    _plot(report, out / "kernels.png")
-    _readme(report, out / "README.md")
+    report = new_report(cmd, length_sweep=length, density_sweep=density, wall_s=time.time() - t0)
+    write_report(report, out, "kernels", _plot, _readme)
     return report
 
 
@@ -199,7 +184,7 @@ def _plot(report, path):
     plt.close(fig)
 
 
-def _readme(report, path):
+def _readme(report) -> str:
     lines = ["# Block-sparse kernel benchmark", "", "Made by (from the repository root):", "", "```",
              report["command"], "```", "", f"on {report['machine']['platform']} ({report['machine']['cpu_count']} CPUs), "
              f"torch {report['machine']['torch']}, {report['date']}; {report['wall_s']:.0f} s. See the docstring of "
@@ -221,7 +206,7 @@ def _readme(report, path):
     lines += ["", "*tiles only*: the same number of BLAS tile products as our forward (`Q K^T` and `S V` per kept",
               "block, `kernels.cpu.tile_products`), without the softmax -- the ceiling of one BLAS call per tile.",
               "", "## Targets", ""] + _targets(report)
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def _targets(report):

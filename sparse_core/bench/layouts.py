@@ -14,15 +14,13 @@ a laptop core). It is measured up to ``--random-max-n`` and reported as skipped,
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
-import os
-import platform
 import shlex
 import time
 from pathlib import Path
 from typing import Callable, Sequence
+
+from .report import new_report, write_report
 
 HELP = "time and measure BlockLayout construction for representative patterns"
 
@@ -71,24 +69,6 @@ def pattern_cases(block_size: int) -> list[tuple[str, str, Callable[[int], objec
 
 
 # ---------------------------------------------------------------------------- running
-
-def _machine() -> dict:
-    import numpy
-    import torch
-
-    from .. import __version__
-
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "numpy": numpy.__version__,
-        "torch": torch.__version__,
-        "sparse_core": __version__,
-    }
-
 
 def command_line(ns, block_size, repeats, out, n_heads=1, random_max_n=DEFAULT_RANDOM_MAX_N,
                  density_max_n=DEFAULT_DENSITY_MAX_N, case_seconds=DEFAULT_CASE_SECONDS, patterns=None) -> str:
@@ -149,7 +129,7 @@ def _measure(pattern, n: int, block_size: int, n_heads: int, repeats: int, case_
 
 
 def run_layouts(ns: Sequence[int] = DEFAULT_NS, block_size: int = DEFAULT_BLOCK_SIZE, repeats: int = DEFAULT_REPEATS,
-                out: str | os.PathLike | None = DEFAULT_OUT, n_heads: int = 1,
+                out: str | Path | None = DEFAULT_OUT, n_heads: int = 1,
                 random_max_n: int = DEFAULT_RANDOM_MAX_N, density_max_n: int = DEFAULT_DENSITY_MAX_N,
                 case_seconds: float = DEFAULT_CASE_SECONDS, patterns: Sequence[str] | None = None,
                 command: str | None = None, log: Callable[[str], object] | None = print) -> dict:
@@ -223,21 +203,13 @@ def run_layouts(ns: Sequence[int] = DEFAULT_NS, block_size: int = DEFAULT_BLOCK_
                 "peak_bytes_slope": fit_power_law(x, [max(r["peak_bytes"], 1) for r in rows])[0],
                 "layout_bytes_slope": fit_power_law(x, [max(r["layout_bytes"], 1) for r in rows])[0],
             }
-    report = {
-        "benchmark": "layouts",
-        "command": command,
-        "date": _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "settings": {"ns": ns, "block_size": block_size, "repeats": repeats, "n_heads": n_heads,
-                     "random_max_n": random_max_n, "density_max_n": density_max_n, "case_seconds": case_seconds,
-                     "timer": "sparse_core.bench.timing.time_callable (median; 1 warm-up build)",
-                     "memory": "sparse_core.bench.timing.peak_traced_bytes (tracemalloc peak during one build, "
-                               "numpy buffers included, result included)"},
-        "results": results,
-        "fits": fits,
-        "wall_s": None,
-    }
-    report["wall_s"] = time.perf_counter() - started
+    settings = {"ns": ns, "block_size": block_size, "repeats": repeats, "n_heads": n_heads,
+                "random_max_n": random_max_n, "density_max_n": density_max_n, "case_seconds": case_seconds,
+                "timer": "sparse_core.bench.timing.time_callable (median; 1 warm-up build)",
+                "memory": "sparse_core.bench.timing.peak_traced_bytes (tracemalloc peak during one build, "
+                          "numpy buffers included, result included)"}
+    report = new_report(command, local_time=True, benchmark="layouts", settings=settings, results=results, fits=fits,
+                        wall_s=time.perf_counter() - started)
     if out is not None:
         write_outputs(report, Path(out))
     return report
@@ -246,10 +218,7 @@ def run_layouts(ns: Sequence[int] = DEFAULT_NS, block_size: int = DEFAULT_BLOCK_
 # ---------------------------------------------------------------------------- outputs
 
 def write_outputs(report: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "layouts.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_report(report, out / "layouts.png")
-    (out / "README.md").write_text(_readme(report))
+    write_report(report, out, "layouts", plot_report, _readme)
 
 
 def plot_report(report: dict, path: Path) -> None:
