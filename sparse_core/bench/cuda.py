@@ -31,7 +31,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .report import new_report, write_report
+from .report import add_attention_arguments, new_report, write_report
 
 HELP = "time the CUDA kernels against SDPA (fp32, bf16) and compiled FlexAttention on a GPU"
 DEFAULT_NS = (2048, 4096, 8192, 16384, 32768)
@@ -348,14 +348,8 @@ def add_arguments(parser, positive_int) -> None:
                         help="lengths of the density sweep")
     parser.add_argument("--fractions", type=positive_int, nargs="+", default=list(DEFAULT_FRACTIONS),
                         help="window = n / f for each f (about 1/f of the blocks)")
-    parser.add_argument("--block-size", type=positive_int, default=128)
     parser.add_argument("--batch", type=positive_int, default=1)
-    parser.add_argument("--heads", type=positive_int, default=8)
-    parser.add_argument("--d", type=positive_int, default=64)
-    parser.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds")
-    parser.add_argument("--out", default=DEFAULT_OUT)
-    parser.add_argument("--no-flex", action="store_true", help="skip compiled FlexAttention")
-    parser.add_argument("--quiet", action="store_true")
+    add_attention_arguments(parser, positive_int, rounds=5, out=DEFAULT_OUT)
 
 
 def main(args) -> int:

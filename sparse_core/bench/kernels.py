@@ -22,7 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .report import new_report, write_report
+from .report import add_attention_arguments, new_report, write_report
 
 HELP = "time block-sparse attention against dense SDPA and compiled FlexAttention"
 DEFAULT_NS = (1024, 2048, 4096, 8192, 16384)
@@ -246,13 +246,7 @@ def _targets(report):
 def add_arguments(parser, positive_int) -> None:
     parser.add_argument("--n", type=positive_int, nargs="+", default=list(DEFAULT_NS), help="lengths of the length sweep")
     parser.add_argument("--density-n", type=positive_int, default=4096, help="length of the density sweep")
-    parser.add_argument("--block-size", type=positive_int, default=128)
-    parser.add_argument("--heads", type=positive_int, default=8)
-    parser.add_argument("--d", type=positive_int, default=64)
-    parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved timing rounds")
-    parser.add_argument("--out", default=DEFAULT_OUT)
-    parser.add_argument("--no-flex", action="store_true", help="skip compiled FlexAttention")
-    parser.add_argument("--quiet", action="store_true")
+    add_attention_arguments(parser, positive_int, rounds=3, out=DEFAULT_OUT)
 
 
 def main(args) -> int:

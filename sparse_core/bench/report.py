@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["machine_info", "new_report", "write_report"]
+__all__ = ["machine_info", "new_report", "write_report", "add_attention_arguments"]
 
 
 def _cpu_model_and_flags() -> tuple[str | None, list[str]]:
@@ -76,3 +76,14 @@ def write_report(report: dict, out: str | os.PathLike, name: str, plot: Callable
     plot(report, out / f"{name}.png")
     (out / "README.md").write_text(readme(report))
     return path
+
+
+def add_attention_arguments(parser, positive_int, *, rounds: int, out: str) -> None:
+    """Options every attention-kernel benchmark takes: shape, timing rounds, output, Flex, quiet."""
+    parser.add_argument("--block-size", type=positive_int, default=128)
+    parser.add_argument("--heads", type=positive_int, default=8)
+    parser.add_argument("--d", type=positive_int, default=64)
+    parser.add_argument("--rounds", type=positive_int, default=rounds, help="interleaved timing rounds")
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--no-flex", action="store_true", help="skip compiled FlexAttention")
+    parser.add_argument("--quiet", action="store_true")
