@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
-
-try:  # torch is a hard dependency of the package, but keep the checks importable without it
-    import torch
-except ImportError:  # pragma: no cover - exercised only on broken installs
-    torch = None
 
 _NUMPY_FLOATS = (np.float16, np.float32, np.float64)
 
 
 def is_torch(x: Any) -> bool:
+    # A tensor exists only once torch is imported, so the checks never import torch themselves
+    # (``import sparse_core`` and the command line stay light).
+    torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
 
 
