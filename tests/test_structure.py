@@ -1,122 +1,26 @@
 """The library's shape: no import cycle, no private name imported across modules, the README's
 module names still importable, and ``import sparse_core`` light.
 
-The import graph is read from the source (``ast``), so the test sees every import, also the ones
-inside functions; imports under ``if TYPE_CHECKING:`` are left out (they never run), and a package
-importing its own submodules is not a cycle.
+The import graph is read from the source (``scripts/architecture.py``, which also draws it), so the
+test sees every import, also the ones inside functions; imports under ``if TYPE_CHECKING:`` are
+left out (they never run), and a package importing its own submodules is not a cycle.
 """
 from __future__ import annotations
 
-import ast
 import importlib
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "sparse_core"
-
-
-def module_files(root: Path = ROOT) -> dict[str, Path]:
-    mods = {}
-    for f in root.rglob("*.py"):
-        parts = list(f.relative_to(root.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        mods[".".join(parts)] = f
-    return mods
-
-
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    out: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            out |= {id(x) for x in ast.walk(node)}
-    return out
-
-
-def _target(module: str, is_package: bool, node: ast.ImportFrom) -> str:
-    if node.level == 0:
-        return node.module or ""
-    base = module.split(".")
-    if not is_package:
-        base = base[:-1]
-    base = base[: len(base) - (node.level - 1)]
-    return ".".join(base + ([node.module] if node.module else []))
-
-
-def import_graph(root: Path = ROOT) -> tuple[dict[str, set[str]], list[str]]:
-    """(module -> modules of sparse_core it imports, ["importer <- module.private_name", ...])."""
-    mods = module_files(root)
-    graph: dict[str, set[str]] = {m: set() for m in mods}
-    private: list[str] = []
-    for m, f in mods.items():
-        tree = ast.parse(f.read_text(), str(f))
-        skip = _type_checking_nodes(tree)
-        for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
-            if isinstance(node, ast.ImportFrom):
-                tgt = _target(m, f.name == "__init__.py", node)
-                if not tgt.startswith("sparse_core"):
-                    continue
-                for alias in node.names:
-                    sub = f"{tgt}.{alias.name}"
-                    t = sub if sub in mods else tgt
-                    if t in mods and t != m:
-                        graph[m].add(t)
-                    if (alias.name.startswith("_") and not alias.name.startswith("__") and t != m
-                            and sub not in mods):
-                        private.append(f"{m} <- {t}.{alias.name}")
-            elif isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.name in mods and alias.name != m:
-                        graph[m].add(alias.name)
-    return graph, private
-
-
-def _related(a: str, b: str) -> bool:
-    return a.startswith(b + ".") or b.startswith(a + ".")
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan), package edges left out."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    counter = [0]
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph[v]:
-            if _related(v, w):
-                continue
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                found.append(sorted(comp))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return found
+REPO = Path(__file__).resolve().parents[1]
+ROOT = REPO / "sparse_core"
+_spec = importlib.util.spec_from_file_location("architecture", REPO / "scripts" / "architecture.py")
+architecture = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(architecture)
+import_graph, cycles = architecture.import_graph, architecture.cycles
 
 
 def test_the_checker_finds_a_cycle_and_a_private_import(tmp_path):
@@ -199,3 +103,8 @@ def test_importing_the_package_and_building_the_cli_is_light():
                          cwd=ROOT.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", f"heavy modules imported by `import sparse_core`: {out.stdout.strip()}"
+
+
+def test_architecture_md_room_table_is_current():
+    doc, _ = architecture.render()
+    assert architecture.DOC.read_text() == doc, "ARCHITECTURE.md is out of date: run python scripts/architecture.py"
