@@ -1,7 +1,8 @@
 r"""Adapters between Hugging Face ``transformers`` attention layers and this library.
 
 They exist to *prove* that the library's BigBird and Longformer patterns are the attention those
-published implementations compute: same weights, same inputs, same outputs.
+published implementations compute: same weights, same inputs, same outputs. Defined in Chapter 5,
+which runs them side by side with the patterns.
 
 BigBird (``BigBirdBlockSparseAttention``)
 -----------------------------------------

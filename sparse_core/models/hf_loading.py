@@ -1,4 +1,5 @@
-"""Real Pythia weights: Hugging Face GPT-NeoX checkpoints -> :class:`~.gpt_neox.GPTNeoX`.
+"""Real Pythia weights: Hugging Face GPT-NeoX checkpoints -> :class:`~.gpt_neox.GPTNeoX`
+(defined in Chapter 9, the Pythia case study).
 
 ``from_pretrained("EleutherAI/pythia-70m")`` downloads the checkpoint with ``huggingface_hub``
 (when the name is not a local folder); ``from_pretrained("/path/to/folder")`` reads a folder
