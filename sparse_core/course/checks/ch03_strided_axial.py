@@ -17,7 +17,9 @@ import numpy as np
 from ...bench.timing import peak_traced_bytes
 from ...patterns import axial, fixed, strided
 from ..compare import as_array, assert_mask_equal, call_repr
-from . import Chapter, Check
+from . import CheckList
+
+CHECKS = CheckList()
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -46,16 +48,19 @@ def _strided_case(fn, n, stride, causal):
     _compare_heads(got, expected, "strided_mask", ctx, ("local", "strided"))
 
 
+@CHECKS.add("3.1", "strided_mask", "causal heads", 2)
 def _strided_causal(fn):
     for n, stride in [(16, 4), (17, 4), (33, 5), (64, 8), (50, 7)]:
         _strided_case(fn, n, stride, True)
 
 
+@CHECKS.add("3.1", "strided_mask", "non-causal heads", 1)
 def _strided_noncausal(fn):
     for n, stride in [(16, 4), (23, 5), (40, 6)]:
         _strided_case(fn, n, stride, False)
 
 
+@CHECKS.add("3.1", "strided_mask", "stride 1 and strides longer than n", 1)
 def _strided_edges(fn):
     # stride 1 (local = diagonal, strided = everything causal), stride >= n, tiny n
     for n, stride, causal in [(9, 1, True), (9, 1, False), (7, 7, True), (6, 10, True), (6, 10, False),
@@ -72,17 +77,20 @@ def _fixed_case(fn, n, stride, c, causal):
     _compare_heads(got, expected, "fixed_mask", ctx, ("window", "summary"))
 
 
+@CHECKS.add("3.2", "fixed_mask", "one summary column", 2)
 def _fixed_one_summary(fn):
     for n, stride in [(16, 4), (18, 4), (35, 8), (30, 6)]:
         _fixed_case(fn, n, stride, 1, True)
 
 
+@CHECKS.add("3.2", "fixed_mask", "several summary columns and a short last window", 1)
 def _fixed_several_summaries(fn):
     # c > 1, a last window shorter than the others, c == stride
     for n, stride, c in [(24, 6, 2), (29, 8, 3), (21, 5, 4), (12, 3, 3)]:
         _fixed_case(fn, n, stride, c, True)
 
 
+@CHECKS.add("3.2", "fixed_mask", "non-causal", 1)
 def _fixed_noncausal(fn):
     for n, stride, c in [(16, 4, 1), (25, 6, 2), (9, 1, 1), (7, 10, 2)]:
         _fixed_case(fn, n, stride, c, False)
@@ -104,6 +112,7 @@ def _two_hop_case(fn, first, second, context):
     assert_mask_equal(got, _two_hop_definition(first, second), what="reachable_in_two_hops", context=ctx)
 
 
+@CHECKS.add("3.3", "reachable_in_two_hops", "random masks", 2)
 def _two_hop_random(fn):
     # random masks without a guaranteed diagonal: a residual, a union or a single hop all show
     for seed, n, density in [(40, 6, 0.3), (41, 13, 0.2), (42, 24, 0.1), (43, 40, 0.05)]:
@@ -113,6 +122,7 @@ def _two_hop_random(fn):
         _two_hop_case(fn, first, second, f"random masks, density {density}")
 
 
+@CHECKS.add("3.3", "reachable_in_two_hops", "rectangular layers", 1)
 def _two_hop_rectangular(fn):
     # first is [m, n] (layer 1: m queries over n keys), second is [p, m]
     for seed, p, m, n in [(44, 5, 7, 9), (45, 11, 4, 6)]:
@@ -122,6 +132,7 @@ def _two_hop_rectangular(fn):
         _two_hop_case(fn, first, second, f"layer 1 maps {n} -> {m} positions, layer 2 {m} -> {p}")
 
 
+@CHECKS.add("3.3", "reachable_in_two_hops", "strided and fixed heads in both orders", 1)
 def _two_hop_patterns(fn):
     # the chapter's patterns: both orders of strided, and fixed where the order matters
     for n, stride in [(20, 4), (27, 5)]:
@@ -148,17 +159,20 @@ def _axial_case(fn, height, width, causal):
     assert_mask_equal(result[1], col_exp, what="axial_masks: col_mask", context=where)
 
 
+@CHECKS.add("3.4", "axial_masks", "square grids", 1)
 def _axial_square(fn):
     for side in (1, 3, 5):
         _axial_case(fn, side, side, False)
 
 
+@CHECKS.add("3.4", "axial_masks", "rectangular grids", 2)
 def _axial_rectangular(fn):
     # height != width: a swapped flattening or modulus shows here
     for height, width in [(2, 5), (4, 3), (3, 7), (1, 4), (6, 1)]:
         _axial_case(fn, height, width, False)
 
 
+@CHECKS.add("3.4", "axial_masks", "causal raster order", 1)
 def _axial_causal(fn):
     for height, width in [(3, 3), (2, 5), (5, 3)]:
         _axial_case(fn, height, width, True)
@@ -192,16 +206,19 @@ def _count_case(fn, n, stride, causal):
         raise AssertionError(f"strided_pair_count for {ctx}\n    yours:    {int(got)}\n    expected: {expected}{extra}")
 
 
+@CHECKS.add("3.5", "strided_pair_count", "causal counts", 2)
 def _count_causal(fn):
     for n, stride in [(0, 3), (1, 1), (5, 2), (16, 4), (17, 4), (100, 7), (1000, 31), (4096, 64)]:
         _count_case(fn, n, stride, True)
 
 
+@CHECKS.add("3.5", "strided_pair_count", "non-causal counts", 1)
 def _count_noncausal(fn):
     for n, stride in [(5, 2), (16, 4), (23, 5), (100, 1), (999, 40)]:
         _count_case(fn, n, stride, False)
 
 
+@CHECKS.add("3.5", "strided_pair_count", "millions of tokens, no n x n array", 1)
 def _count_large(fn):
     n = 3000
     peak = peak_traced_bytes(lambda: fn(n, 55, True))
@@ -212,27 +229,3 @@ def _count_large(fn):
             f"{n * n / 2**20:.1f} MiB. Count per query (or per offset) without building the mask.")
     for n, stride, causal in [(1_000_000, 1000, True), (1_048_583, 724, False)]:
         _count_case(fn, n, stride, causal)
-
-
-CHAPTER = Chapter(
-    number=3,
-    slug="ch03_strided_axial",
-    title="Strided, fixed and axial attention",
-    checks=(
-        Check("3.1", "strided_mask", "causal heads", 2, _strided_causal),
-        Check("3.1", "strided_mask", "non-causal heads", 1, _strided_noncausal),
-        Check("3.1", "strided_mask", "stride 1 and strides longer than n", 1, _strided_edges),
-        Check("3.2", "fixed_mask", "one summary column", 2, _fixed_one_summary),
-        Check("3.2", "fixed_mask", "several summary columns and a short last window", 1, _fixed_several_summaries),
-        Check("3.2", "fixed_mask", "non-causal", 1, _fixed_noncausal),
-        Check("3.3", "reachable_in_two_hops", "random masks", 2, _two_hop_random),
-        Check("3.3", "reachable_in_two_hops", "rectangular layers", 1, _two_hop_rectangular),
-        Check("3.3", "reachable_in_two_hops", "strided and fixed heads in both orders", 1, _two_hop_patterns),
-        Check("3.4", "axial_masks", "square grids", 1, _axial_square),
-        Check("3.4", "axial_masks", "rectangular grids", 2, _axial_rectangular),
-        Check("3.4", "axial_masks", "causal raster order", 1, _axial_causal),
-        Check("3.5", "strided_pair_count", "causal counts", 2, _count_causal),
-        Check("3.5", "strided_pair_count", "non-causal counts", 1, _count_noncausal),
-        Check("3.5", "strided_pair_count", "millions of tokens, no n x n array", 1, _count_large),
-    ),
-)
