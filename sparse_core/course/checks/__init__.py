@@ -62,6 +62,16 @@ class CheckList:
             return run
         return register
 
+    def cases(self, exercise: str, function: str, case: Callable, checks: list[tuple[str, int, list[tuple]]]) -> None:
+        """Register checks of ``function`` that are lists of cases: for each ``(name, points, cases)``,
+        a check that runs ``case(fn, *c)`` for every ``c`` in ``cases``, in order."""
+        for name, points, params in checks:
+            def run(fn: Callable, params: list[tuple] = params) -> None:
+                for c in params:
+                    case(fn, *c)
+            run.__name__ = run.__qualname__ = f"{case.__name__}_cases"
+            self._checks.append(Check(exercise, function, name, points, run))
+
     def __iter__(self) -> Iterator[Check]:
         return iter(self._checks)
 

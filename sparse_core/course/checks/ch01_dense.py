@@ -11,7 +11,7 @@ import numpy as np
 from ...attention import cost as _cost
 from ...attention import reference as _ref
 from ...bench.timing import peak_traced_bytes
-from ..compare import as_array, assert_close, assert_mask_equal, call_repr
+from ..compare import as_array, assert_close, assert_counts_equal, assert_mask_equal, call_repr
 from . import CheckList
 
 CHECKS = CheckList()
@@ -228,17 +228,10 @@ def _cost_expected(n_q, n_k, d, d_v, n_heads, batch, bpe, causal):
 
 
 def _cost_compare(fn, args, kwargs):
-    got = fn(*args, **kwargs)
-    ctx = call_repr("attention_cost", *args, **kwargs)
-    if not isinstance(got, dict):
-        raise AssertionError(f"attention_cost: expected a dict, got {type(got).__name__} for {ctx}")
     expected = _cost_expected(*args, kwargs.get("n_heads", 1), kwargs.get("batch", 1),
                               kwargs.get("bytes_per_element", 4), kwargs.get("causal", False))
-    for key, value in expected.items():
-        if key not in got:
-            raise AssertionError(f"attention_cost: missing key {key!r} for {ctx}")
-        if got[key] != value:
-            raise AssertionError(f"attention_cost[{key!r}] for {ctx}\n    yours:    {got[key]}\n    expected: {value}")
+    assert_counts_equal(fn(*args, **kwargs), expected, what="attention_cost",
+                        context=call_repr("attention_cost", *args, **kwargs))
 
 
 @CHECKS.add("1.6", "attention_cost", "dense counts", 1)

@@ -18,7 +18,7 @@ import torch
 
 from ...attention import reference as _ref
 from ...approx.linformer import linformer_attention as _lib_linformer
-from ..compare import as_array, assert_close, call_repr
+from ..compare import as_array, assert_close, assert_counts_equal, call_repr
 from . import CheckList
 
 CHECKS = CheckList()
@@ -300,16 +300,9 @@ def _flops_expected(n, k, d, d_v, n_heads, batch):
 
 
 def _flops_compare(fn, args, kwargs):
-    got = fn(*args, **kwargs)
-    ctx = call_repr("linformer_flops", *args, **kwargs)
-    if not isinstance(got, dict):
-        raise AssertionError(f"linformer_flops: expected a dict, got {type(got).__name__} for {ctx}")
     expected = _flops_expected(*args, kwargs.get("d_v"), kwargs.get("n_heads", 1), kwargs.get("batch", 1))
-    for key, value in expected.items():
-        if key not in got:
-            raise AssertionError(f"linformer_flops: missing key {key!r} for {ctx}")
-        if got[key] != value:
-            raise AssertionError(f"linformer_flops[{key!r}] for {ctx}\n    yours:    {got[key]}\n    expected: {value}")
+    assert_counts_equal(fn(*args, **kwargs), expected, what="linformer_flops",
+                        context=call_repr("linformer_flops", *args, **kwargs))
 
 
 @CHECKS.add("7.5", "linformer_flops", "one head", 1)

@@ -252,17 +252,26 @@ def _qkvw(seed, lead, n_q, n_k, d, dv, m, norm=None, mixed=False):
     return q, k, v, _gauss_w(seed, m, d)
 
 
-def _favor_case(fn, q, k, v, w, scale=None, atol=ATOL, note=""):
+def _estimate_call(fn, name, q, k, v, w, scale=None, **extra):
+    """``fn(q, k, v, w, *extra[, scale])`` and how it was called (the extra arguments are positional)."""
+    named = dict(extra) if scale is None else dict(extra, scale=scale)
+    return fn(q, k, v, w, *named.values()), call_repr(name, q, k, v, w, **named)
+
+
+def _estimate_case(fn, name, causal, q, k, v, w, scale=None, **extra):
+    """Call ``fn``; require its inputs unchanged and the reference's shape: (yours, expected, context)."""
     ins = [a.copy() for a in (q, k, v, w)]
-    if scale is None:
-        got, ctx = fn(q, k, v, w), call_repr("favor_attention", q, k, v, w)
-    else:
-        got, ctx = fn(q, k, v, w, scale), call_repr("favor_attention", q, k, v, w, scale=scale)
+    got, ctx = _estimate_call(fn, name, q, k, v, w, scale, **extra)
     if not all(np.array_equal(a, b) for a, b in zip(ins, (q, k, v, w))):
-        raise AssertionError("favor_attention: your function modified its inputs in place; work on a copy")
-    got = as_array(got, "favor_attention")
-    expected = _reference(q, k, v, w, scale, False)
-    _shape_ok(got, expected.shape, "favor_attention", ctx)
+        raise AssertionError(f"{name}: your function modified its inputs in place; work on a copy")
+    got = as_array(got, name)
+    expected = _reference(q, k, v, w, scale, causal)
+    _shape_ok(got, expected.shape, name, ctx)
+    return got, expected, ctx
+
+
+def _favor_case(fn, q, k, v, w, scale=None, atol=ATOL, note=""):
+    got, expected, ctx = _estimate_case(fn, "favor_attention", False, q, k, v, w, scale)
     if not np.all(np.isfinite(got)):
         raise AssertionError(f"favor_attention for {ctx}{note}: {int((~np.isfinite(got)).sum())} entries are inf or NaN "
                              "(0/0 after exp underflowed?). Use the shifts c_r and M_i of the docstring.")
@@ -303,19 +312,11 @@ def _favor_memory(fn):
 
 
 def _causal_call(fn, q, k, v, w, chunk, scale=None):
-    if scale is None:
-        return fn(q, k, v, w, chunk), call_repr("causal_favor", q, k, v, w, chunk=chunk)
-    return fn(q, k, v, w, chunk, scale), call_repr("causal_favor", q, k, v, w, chunk=chunk, scale=scale)
+    return _estimate_call(fn, "causal_favor", q, k, v, w, scale, chunk=chunk)
 
 
 def _causal_case(fn, q, k, v, w, chunk, scale=None, atol=ATOL, note=""):
-    ins = [a.copy() for a in (q, k, v, w)]
-    got, ctx = _causal_call(fn, q, k, v, w, chunk, scale)
-    if not all(np.array_equal(a, b) for a, b in zip(ins, (q, k, v, w))):
-        raise AssertionError("causal_favor: your function modified its inputs in place; work on a copy")
-    got = as_array(got, "causal_favor")
-    expected = _reference(q, k, v, w, scale, True)
-    _shape_ok(got, expected.shape, "causal_favor", ctx)
+    got, expected, ctx = _estimate_case(fn, "causal_favor", True, q, k, v, w, scale, chunk=chunk)
     if not np.all(np.isfinite(got)):
         bad = np.argwhere(~np.isfinite(got))[0]
         raise AssertionError(f"causal_favor for {ctx}{note}: {int((~np.isfinite(got)).sum())} entries are inf or NaN "
