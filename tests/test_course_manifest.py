@@ -106,3 +106,28 @@ def test_find_chapter_by_slug_or_number():
     assert find_chapter("ch10_distill").notebook == "book/ch10_distill.ipynb"
     with pytest.raises(KeyError, match="expected a chapter slug or number, got 'ch10_distillation'"):
         find_chapter("ch10_distillation")
+
+
+def _defined_in_claims():
+    """(module path, function, chapter number, exercise or None) for each 'Defined in Chapter N' docstring."""
+    import ast
+
+    claims = []
+    for path in sorted((ROOT / "sparse_core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                match = re.search(r"Defined in Chapter (\w+)(?: \(Exercise (\d+\.\d+)\))?\.", ast.get_docstring(node) or "")
+                if match:
+                    claims.append((path.relative_to(ROOT).as_posix(), node.name, match.group(1), match.group(2)))
+    return claims
+
+
+def test_defined_in_chapter_names_a_chapter_that_uses_the_function():
+    claims = _defined_in_claims()
+    exercises = {ch.slug: ch.exercises() for ch in all_chapters()}
+    for path, name, number, exercise in claims:
+        chapter = find_chapter(number)
+        text = (ROOT / chapter.notebook).read_text()
+        assert re.search(rf"\b{name}\b", text), f"{path}:{name} says Chapter {number}, whose notebook never names it"
+        if exercise is not None:
+            assert exercise.startswith(f"{number}.") and exercise in exercises[chapter.slug], (path, name, exercise)
