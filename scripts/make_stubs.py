@@ -2,7 +2,9 @@
 
 Every function whose docstring starts with "Exercise N.M" keeps its signature and docstring;
 its body becomes ``raise NotImplementedError("Exercise N.M: <name>")``. Everything else in
-the file (module docstring, imports, constants) is copied unchanged.
+the file (module docstring, imports, constants) is copied unchanged, under a banner that says
+where the stub comes from. The chapters, and their exercise folders, are those of the course
+manifest (``sparse_core/course/manifest.py``).
 
     python scripts/make_stubs.py          # write exercises/
     python scripts/make_stubs.py --check  # exit 1 if exercises/ is out of date
@@ -16,10 +18,20 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's sparse_core, also when it is not installed
+
+from sparse_core.course.manifest import graded_chapters  # noqa: E402
+
+BANNER = (
+    "# Generated from solutions/{path} by scripts/make_stubs.py.\n"
+    "# This copy is yours: fill in the functions and edit it freely\n"
+    "# (running scripts/make_stubs.py again overwrites it).\n"
+)
 EXERCISE_RE = re.compile(r"^Exercise (\d+\.\d+)\b")
 
 
-def stub_source(source: str) -> str:
+def stub_source(source: str, path: str = "") -> str:
+    """The stub of one solution file; ``path`` (``ch01_dense/exercise.py``) names it in the banner."""
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
     cuts = []  # (first body line after docstring, last line of function, indent, message)
@@ -36,7 +48,7 @@ def stub_source(source: str) -> str:
         cuts.append((doc_node.end_lineno, node.end_lineno, indent, message))
     for doc_end, fn_end, indent, message in reversed(cuts):
         lines[doc_end:fn_end] = [f'{indent}raise NotImplementedError("{message}")\n']
-    return "".join(lines)
+    return BANNER.format(path=path) + "".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only check; exit 1 when stale")
     args = parser.parse_args(argv)
     stale = []
-    for solution in sorted((ROOT / "solutions").glob("ch*/*.py")):
-        target = ROOT / "exercises" / solution.relative_to(ROOT / "solutions")
-        text = stub_source(solution.read_text()) if solution.name != "__init__.py" else solution.read_text()
+    solutions = [s for c in graded_chapters() for s in sorted((ROOT / "solutions" / c.exercises).glob("*.py"))]
+    for solution in solutions:
+        relative = solution.relative_to(ROOT / "solutions")
+        target = ROOT / "exercises" / relative
+        text = stub_source(solution.read_text(), relative.as_posix()) if solution.name != "__init__.py" \
+            else solution.read_text()
         if not target.exists() or target.read_text() != text:
             stale.append(target.relative_to(ROOT))
             if not args.check:

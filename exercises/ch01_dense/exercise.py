@@ -1,3 +1,6 @@
+# Generated from solutions/ch01_dense/exercise.py by scripts/make_stubs.py.
+# This copy is yours: fill in the functions and edit it freely
+# (running scripts/make_stubs.py again overwrites it).
 """Chapter 1 -- Dense attention and its cost.
 
 Fill in each function, then grade it:

@@ -1,3 +1,6 @@
+# Generated from solutions/ch02_local/exercise.py by scripts/make_stubs.py.
+# This copy is yours: fill in the functions and edit it freely
+# (running scripts/make_stubs.py again overwrites it).
 """Chapter 2 -- Local attention: sliding window, dilated and block-local.
 
 Fill in each function, then grade it:

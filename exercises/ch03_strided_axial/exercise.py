@@ -1,3 +1,6 @@
+# Generated from solutions/ch03_strided_axial/exercise.py by scripts/make_stubs.py.
+# This copy is yours: fill in the functions and edit it freely
+# (running scripts/make_stubs.py again overwrites it).
 """Chapter 3 -- Strided, fixed and axial attention (Sparse Transformer).
 
 Fill in each function, then grade it:

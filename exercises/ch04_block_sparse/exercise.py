@@ -1,3 +1,6 @@
+# Generated from solutions/ch04_block_sparse/exercise.py by scripts/make_stubs.py.
+# This copy is yours: fill in the functions and edit it freely
+# (running scripts/make_stubs.py again overwrites it).
 """Chapter 4 -- Block-sparse layouts and kernels.
 
 Fill in each function, then grade it:

@@ -1,3 +1,6 @@
+# Generated from solutions/ch06_content/exercise.py by scripts/make_stubs.py.
+# This copy is yours: fill in the functions and edit it freely
+# (running scripts/make_stubs.py again overwrites it).
 """Chapter 6 -- Content-based sparsity: top-k, routing, learned masks and Native Sparse Attention.
 
 Fill in each function, then grade it:

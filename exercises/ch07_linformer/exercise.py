@@ -1,3 +1,6 @@
+# Generated from solutions/ch07_linformer/exercise.py by scripts/make_stubs.py.
+# This copy is yours: fill in the functions and edit it freely
+# (running scripts/make_stubs.py again overwrites it).
 """Chapter 7 -- Linformer: is attention low-rank?
 
 Fill in each function, then grade it:

@@ -1,3 +1,6 @@
+# Generated from solutions/ch08_performer/exercise.py by scripts/make_stubs.py.
+# This copy is yours: fill in the functions and edit it freely
+# (running scripts/make_stubs.py again overwrites it).
 """Chapter 8 -- Performer: softmax attention as a kernel, approximated with random features.
 
 Fill in each function, then grade it:

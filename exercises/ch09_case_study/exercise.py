@@ -1,3 +1,6 @@
+# Generated from solutions/ch09_case_study/exercise.py by scripts/make_stubs.py.
+# This copy is yours: fill in the functions and edit it freely
+# (running scripts/make_stubs.py again overwrites it).
 """Chapter 9 -- The case study: a Pythia-style language model with block-sparse attention.
 
 Fill in each function, then grade it:

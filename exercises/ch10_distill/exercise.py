@@ -1,3 +1,6 @@
+# Generated from solutions/ch10_distill/exercise.py by scripts/make_stubs.py.
+# This copy is yours: fill in the functions and edit it freely
+# (running scripts/make_stubs.py again overwrites it).
 """Chapter 10 -- Distilling sparse attention from a dense teacher.
 
 Fill in each function, then grade it:

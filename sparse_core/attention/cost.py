@@ -23,7 +23,10 @@ __all__ = ["AttentionCost", "attended_pairs", "attention_cost"]
 
 
 def attended_pairs(n_q: int, n_k: int, causal: bool = False) -> int:
-    """Number of (query, key) pairs attended: ``n_q * n_k``, or ``sum_i min(i + 1, n_k)`` if causal."""
+    """Number of (query, key) pairs attended: ``n_q * n_k``, or ``sum_i min(i + 1, n_k)`` if causal.
+
+    Defined in Chapter 1.
+    """
     n_q = V.check_nonnegative_int("n_q", n_q)
     n_k = V.check_nonnegative_int("n_k", n_k)
     if not causal:
@@ -55,7 +58,10 @@ def attention_cost(
     bytes_per_element: int = 4,
     causal: bool = False,
 ) -> AttentionCost:
-    """FLOPs and memory of one dense attention call over ``batch * n_heads`` heads."""
+    """FLOPs and memory of one dense attention call over ``batch * n_heads`` heads.
+
+    Defined in Chapter 1 (Exercise 1.6).
+    """
     d = V.check_positive_int("d", d)
     d_v = d if d_v is None else V.check_positive_int("d_v", d_v)
     n_heads = V.check_positive_int("n_heads", n_heads)

@@ -33,7 +33,10 @@ __all__ = ["attention", "attention_weights", "masked_softmax", "causal_mask"]
 
 
 def causal_mask(n_q: int, n_k: int) -> np.ndarray:
-    """Boolean ``[n_q, n_k]`` mask with ``True`` where ``j <= i`` (top-left aligned)."""
+    """Boolean ``[n_q, n_k]`` mask with ``True`` where ``j <= i`` (top-left aligned).
+
+    Defined in Chapter 1 (Exercise 1.2).
+    """
     n_q = V.check_nonnegative_int("n_q", n_q)
     n_k = V.check_nonnegative_int("n_k", n_k)
     return np.arange(n_k)[None, :] <= np.arange(n_q)[:, None]
@@ -130,6 +133,8 @@ def _softmax_parts(backend, s, keep):
 def masked_softmax(scores: Any, mask: Any = None) -> Any:
     """Row-wise softmax of ``scores`` in float64 over the entries where ``mask`` is True.
 
+    Defined in Chapter 1 (Exercise 1.1).
+
     Fully masked rows are all zeros. Returns the same kind of array (numpy or torch) as given.
     """
     backend = V.backend_of(scores=scores)
@@ -152,7 +157,10 @@ def masked_softmax(scores: Any, mask: Any = None) -> Any:
 
 
 def attention_weights(q, k, mask=None, scale=None, causal=False):
-    """The float64 attention probability matrix ``P`` of shape ``[..., n_q, n_k]``."""
+    """The float64 attention probability matrix ``P`` of shape ``[..., n_q, n_k]``.
+
+    Defined in Chapter 1.
+    """
     backend, scale, keep = _prepare(q, k, None, mask, scale, causal)
     s = _scores(backend, q, k, scale)
     p, l, _ = _softmax_parts(backend, s, keep)
@@ -165,6 +173,8 @@ def attention_weights(q, k, mask=None, scale=None, causal=False):
 
 def attention(q, k, v, mask=None, scale=None, causal=False, *, return_lse=False):
     """Dense masked scaled dot-product attention, computed in float64.
+
+    Defined in Chapter 1 (Exercise 1.3).
 
     Parameters
     ----------

@@ -41,6 +41,8 @@ def streaming_attention(
 ) -> Any:
     """Exact attention with O(n) extra memory.
 
+    Defined in Chapter 1 (Exercise 1.5).
+
     Parameters
     ----------
     q, k, v:

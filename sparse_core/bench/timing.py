@@ -34,7 +34,10 @@ class Timing:
 
 def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
                   min_time: float = 0.0) -> Timing:
-    """Time ``fn()``; report each of ``repeats`` samples. A sample loops until ``min_time`` s."""
+    """Time ``fn()``; report each of ``repeats`` samples. A sample loops until ``min_time`` s.
+
+    Defined in Chapter 1.
+    """
     repeats = V.check_positive_int("repeats", repeats)
     warmup = V.check_nonnegative_int("warmup", warmup)
     for _ in range(warmup):
@@ -56,6 +59,8 @@ def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
 def peak_traced_bytes(fn: Callable[[], object]) -> int:
     """Peak bytes allocated *during* ``fn()`` as seen by ``tracemalloc``.
 
+    Defined in Chapter 1.
+
     numpy reports its array buffers to tracemalloc, so this measures the temporaries a numpy
     implementation creates (not torch's allocator, not memory held before the call).
     """
@@ -74,7 +79,10 @@ def peak_traced_bytes(fn: Callable[[], object]) -> int:
 
 
 def fit_power_law(x, y) -> tuple[float, float]:
-    """Least-squares fit of ``log y = slope * log x + c``; returns ``(slope, exp(c))``."""
+    """Least-squares fit of ``log y = slope * log x + c``; returns ``(slope, exp(c))``.
+
+    Defined in Chapter 1.
+    """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or x.size < 2:

@@ -1,4 +1,5 @@
-"""The course machinery: whose code the graded tests import (:mod:`~sparse_core.course.impl`),
-the pytest plugin (:mod:`~sparse_core.course.plugin`), the grader (:mod:`~sparse_core.course.runner`),
-readable comparisons (:mod:`~sparse_core.course.compare`) and each chapter's checks
-(:mod:`sparse_core.course.checks`)."""
+"""The course machinery: the chapters (:mod:`~sparse_core.course.manifest`), whose code the graded
+tests import (:mod:`~sparse_core.course.impl`), the pytest plugin (:mod:`~sparse_core.course.plugin`),
+the grader (:mod:`~sparse_core.course.runner`), readable comparisons (:mod:`~sparse_core.course.compare`),
+each chapter's checks (:mod:`sparse_core.course.checks`) and the book's tables
+(:mod:`~sparse_core.course.table`)."""

@@ -15,6 +15,7 @@ __all__ = [
     "call_repr",
     "as_array",
     "assert_close",
+    "assert_counts_equal",
     "assert_mask_equal",
     "draw_mask",
     "draw_mask_diff",
@@ -177,3 +178,14 @@ def assert_mask_equal(yours: Any, expected: np.ndarray, *, what: str, context: s
             lead = tuple(int(i) for i in np.argwhere(y != expected)[0][:-2])
             picture = f"    (slice {lead})\n" + draw_mask_diff(y[lead], expected[lead])
         raise AssertionError(f"{head}: {n_bad} entries differ\n{picture}")
+
+
+def assert_counts_equal(yours: Any, expected: dict, *, what: str, context: str) -> None:
+    """Require a dict holding every key of ``expected`` with exactly its value (extra keys are fine)."""
+    if not isinstance(yours, dict):
+        raise AssertionError(f"{what}: expected a dict, got {type(yours).__name__} for {context}")
+    for key, value in expected.items():
+        if key not in yours:
+            raise AssertionError(f"{what}: missing key {key!r} for {context}")
+        if yours[key] != value:
+            raise AssertionError(f"{what}[{key!r}] for {context}\n    yours:    {yours[key]}\n    expected: {value}")

@@ -27,7 +27,10 @@ class _Columns(DiagonalPattern):
 
 
 def axial(height: int, width: int, causal: bool = False, factorized: bool = False) -> Pattern:
-    """Row + column attention for a ``height x width`` grid (n = height * width tokens)."""
+    """Row + column attention for a ``height x width`` grid (n = height * width tokens).
+
+    Defined in Chapter 3 (Exercise 3.4).
+    """
     height = check_int("height", height, 1)
     width = check_int("width", width, 1)
     rows, cols = PartitionPattern(width), _Columns(width)

@@ -22,7 +22,10 @@ from .base import BlockTablePattern, Pattern, _ceil_div, check_int
 
 def sample_plan(n_blocks: int, num_random_blocks: int, num_global_blocks: int = 1, window_blocks: int = 3,
                 n_heads: int = 1, seed: int = 0) -> np.ndarray:
-    """Draw a random-block plan: per head and non-global row, distinct blocks outside window and globals."""
+    """Draw a random-block plan: per head and non-global row, distinct blocks outside window and globals.
+
+    Defined in Chapter 5 (Exercise 5.4).
+    """
     r = check_int("num_random_blocks", num_random_blocks, 0)
     g = num_global_blocks
     half = window_blocks // 2
@@ -85,5 +88,8 @@ class BigBird(BlockTablePattern):
 
 def bigbird(seq_len: int, block_size: int, num_random_blocks: int = 3, num_global_blocks: int = 1,
             window_blocks: int = 3, seed: int = 0, n_heads: int = 1, plan=None) -> Pattern:
-    """BigBird block pattern for sequences of ``seq_len`` tokens (see module docstring)."""
+    """BigBird block pattern for sequences of ``seq_len`` tokens (see module docstring).
+
+    Defined in Chapter 5 (Exercise 5.1).
+    """
     return BigBird(seq_len, block_size, num_random_blocks, num_global_blocks, window_blocks, seed, n_heads, plan)

@@ -54,5 +54,8 @@ class GlobalTokens(RowColPattern):
 
 
 def global_tokens(global_indices) -> Pattern:
-    """Positions in ``global_indices`` attend to, and are attended by, every position."""
+    """Positions in ``global_indices`` attend to, and are attended by, every position.
+
+    Defined in Chapter 5.
+    """
     return GlobalTokens(global_indices)

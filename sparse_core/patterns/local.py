@@ -61,12 +61,17 @@ class BlockLocal(PartitionPattern):
 
 
 def sliding_window(window: int, causal: bool = False) -> Pattern:
-    """Keep ``|i - j| <= window`` (or ``i - window <= j <= i`` when ``causal``)."""
+    """Keep ``|i - j| <= window`` (or ``i - window <= j <= i`` when ``causal``).
+
+    Defined in Chapter 2 (Exercise 2.1).
+    """
     return SlidingWindow(window, causal)
 
 
 def dilated(window: int, dilation, causal: bool = False) -> Pattern:
     """Keep ``j = i + k * dilation`` for ``|k| <= window`` (``-window <= k <= 0`` when causal).
+
+    Defined in Chapter 2 (Exercise 2.2).
 
     ``dilation`` may be a list, one value per head (head ``h`` uses ``dilation[h]``).
     """
@@ -74,7 +79,10 @@ def dilated(window: int, dilation, causal: bool = False) -> Pattern:
 
 
 def block_local(block: int, causal: bool = False) -> Pattern:
-    """Keep pairs in the same non-overlapping block of ``block`` positions."""
+    """Keep pairs in the same non-overlapping block of ``block`` positions.
+
+    Defined in Chapter 2.
+    """
     p = BlockLocal(block)
     return intersection(p, causal_()) if causal else p
 

@@ -9,7 +9,10 @@ from .strided import _Named
 
 
 def longformer(window: int, global_indices=(0,), causal: bool = False) -> Pattern:
-    """Sliding window of half-width ``window`` plus the global positions ``global_indices``."""
+    """Sliding window of half-width ``window`` plus the global positions ``global_indices``.
+
+    Defined in Chapter 5 (Exercise 5.2).
+    """
     glob = global_tokens(global_indices)
     inner = union(sliding_window(window), glob)
     if causal:

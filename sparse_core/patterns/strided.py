@@ -103,7 +103,10 @@ class _Named(Pattern):
 
 
 def strided(stride: int, causal: bool = True, factorized: bool = False) -> Pattern:
-    """Sparse Transformer strided pattern with stride ``stride`` (see module docstring)."""
+    """Sparse Transformer strided pattern with stride ``stride`` (see module docstring).
+
+    Defined in Chapter 3 (Exercise 3.1).
+    """
     stride = check_int("stride", stride, 1)
     local, every = _StridedLocal(stride, causal), _StridedColumns(stride, causal)
     inner = per_head([local, every]) if factorized else union(local, every)
@@ -111,7 +114,10 @@ def strided(stride: int, causal: bool = True, factorized: bool = False) -> Patte
 
 
 def fixed(stride: int, c: int = 1, causal: bool = True, num_patterns: int = 1, factorized: bool = False) -> Pattern:
-    """Sparse Transformer fixed pattern: same window plus ``c`` summary columns per window."""
+    """Sparse Transformer fixed pattern: same window plus ``c`` summary columns per window.
+
+    Defined in Chapter 3 (Exercise 3.2).
+    """
     stride = check_int("stride", stride, 1)
     c = check_int("c", c, 1)
     num_patterns = check_int("num_patterns", num_patterns, 1)

@@ -40,5 +40,8 @@ class TopK(TokenTablePattern):
 
 
 def topk(scores, k: int, causal: bool = False) -> Pattern:
-    """Keep, per query, the ``k`` keys with the largest ``scores`` ([n_q, n_k] or [n_heads, n_q, n_k])."""
+    """Keep, per query, the ``k`` keys with the largest ``scores`` ([n_q, n_k] or [n_heads, n_q, n_k]).
+
+    Defined in Chapter 6 (Exercise 6.1).
+    """
     return TopK(scores, k, causal)

@@ -1,18 +1,23 @@
 """Graded checks, one module per chapter.
 
 A :class:`Check` calls a student's function on seeded inputs and raises ``AssertionError``
-with a readable *yours vs expected* message when the answer is wrong. The pytest files in
-``tests/graded/`` turn each check into one test marked with its exercise and points; the
-checks can also be called directly on any function (``check.run(fn)``).
+with a readable *yours vs expected* message when the answer is wrong. Each chapter's module
+declares its checks on a :class:`CheckList` named ``CHECKS`` (``@CHECKS.add(...)`` on each
+check function); :func:`load_chapter` joins them with the chapter's number and title from
+:mod:`sparse_core.course.manifest`. ``tests/graded/`` turns each check into one test marked
+with its exercise and points; the checks can also be called directly on any function
+(``check.run(fn)``).
 """
 from __future__ import annotations
 
 import importlib
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
-__all__ = ["Check", "Chapter", "CHAPTER_MODULES", "load_chapter", "all_chapters"]
+from ..manifest import find_chapter, graded_chapters
+
+__all__ = ["Check", "CheckList", "Chapter", "CHAPTER_MODULES", "load_chapter", "all_chapters"]
 
 
 @dataclass(frozen=True)
@@ -44,26 +49,49 @@ class Chapter:
         return out
 
 
-# chapter slug -> module holding its CHAPTER object
-CHAPTER_MODULES = {
-    "ch01_dense": "sparse_core.course.checks.ch01_dense",
-    "ch03_strided_axial": "sparse_core.course.checks.ch03_strided_axial",
-    "ch05_bigbird_longformer": "sparse_core.course.checks.ch05_bigbird_longformer",
-    "ch02_local": "sparse_core.course.checks.ch02_local",
-    "ch04_block_sparse": "sparse_core.course.checks.ch04_block_sparse",
-    "ch06_content": "sparse_core.course.checks.ch06_content",
-    "ch07_linformer": "sparse_core.course.checks.ch07_linformer",
-    "ch08_performer": "sparse_core.course.checks.ch08_performer",
-    "ch10_distill": "sparse_core.course.checks.ch10_distill",
-    "ch09_case_study": "sparse_core.course.checks.ch09_case_study",
-}
+class CheckList:
+    """The checks of one chapter, in the order they are declared."""
+
+    def __init__(self) -> None:
+        self._checks: list[Check] = []
+
+    def add(self, exercise: str, function: str, name: str, points: int) -> Callable:
+        """Decorator: register the decorated ``run(fn)`` as a check of ``function`` (Exercise ``exercise``)."""
+        def register(run: Callable[[Callable], None]) -> Callable[[Callable], None]:
+            self._checks.append(Check(exercise, function, name, points, run))
+            return run
+        return register
+
+    def cases(self, exercise: str, function: str, case: Callable, checks: list[tuple[str, int, list[tuple]]]) -> None:
+        """Register checks of ``function`` that are lists of cases: for each ``(name, points, cases)``,
+        a check that runs ``case(fn, *c)`` for every ``c`` in ``cases``, in order."""
+        for name, points, params in checks:
+            def run(fn: Callable, params: list[tuple] = params) -> None:
+                for c in params:
+                    case(fn, *c)
+            run.__name__ = run.__qualname__ = f"{case.__name__}_cases"
+            self._checks.append(Check(exercise, function, name, points, run))
+
+    def __iter__(self) -> Iterator[Check]:
+        return iter(self._checks)
+
+    def __len__(self) -> int:
+        return len(self._checks)
+
+
+# chapter slug -> module holding its CHECKS, from the manifest (graded chapters, book order)
+CHAPTER_MODULES = {c.slug: c.checks for c in graded_chapters()}
 
 
 def load_chapter(slug: str) -> Chapter:
+    """The graded chapter ``slug`` (``"ch01_dense"``): manifest number and title, module checks."""
     if slug not in CHAPTER_MODULES:
-        raise KeyError(f"unknown chapter {slug!r}; known: {', '.join(CHAPTER_MODULES)}")
-    return importlib.import_module(CHAPTER_MODULES[slug]).CHAPTER
+        raise KeyError(f"slug: expected a graded chapter, got {slug!r}; known: {', '.join(CHAPTER_MODULES)}")
+    entry = find_chapter(slug)
+    checks = importlib.import_module(CHAPTER_MODULES[slug]).CHECKS
+    return Chapter(number=int(entry.number), slug=entry.slug, title=entry.title, checks=tuple(checks))
 
 
 def all_chapters() -> list[Chapter]:
-    return sorted((load_chapter(s) for s in CHAPTER_MODULES), key=lambda c: c.number)
+    """Every graded chapter, in book order."""
+    return [load_chapter(s) for s in CHAPTER_MODULES]

@@ -11,8 +11,10 @@ import numpy as np
 from ...attention import cost as _cost
 from ...attention import reference as _ref
 from ...bench.timing import peak_traced_bytes
-from ..compare import as_array, assert_close, assert_mask_equal, call_repr
-from . import Chapter, Check
+from ..compare import as_array, assert_close, assert_counts_equal, assert_mask_equal, call_repr
+from . import CheckList
+
+CHECKS = CheckList()
 
 ATOL64 = 1e-10  # float64 inputs: answers must match the oracle to rounding
 ATOL32 = 2e-5  # float32 inputs: allow float32 arithmetic inside the student's code
@@ -36,6 +38,7 @@ def _unchanged(before: np.ndarray, after: np.ndarray, what: str) -> None:
 
 # ---------------------------------------------------------------- Exercise 1.1: softmax
 
+@CHECKS.add("1.1", "softmax", "rows sum to one on random scores", 1)
 def _softmax_random(fn):
     for seed, shape in [(0, (1, 5)), (1, (3, 7)), (2, (2, 3, 17, 33))]:
         scores = _rng(seed).standard_normal(shape) * 3
@@ -46,6 +49,7 @@ def _softmax_random(fn):
                      context=call_repr("softmax", scores))
 
 
+@CHECKS.add("1.1", "softmax", "masks and fully masked rows", 2)
 def _softmax_masked(fn):
     for seed, shape, mshape in [(3, (6, 9), (6, 9)), (4, (2, 3, 17, 33), (17, 33)), (5, (4, 4, 5), (4, 4, 5))]:
         rng = _rng(seed)
@@ -58,6 +62,7 @@ def _softmax_masked(fn):
             raise AssertionError("softmax: masked entries must be exactly 0")
 
 
+@CHECKS.add("1.1", "softmax", "large scores do not overflow", 1)
 def _softmax_large(fn):
     rng = _rng(6)
     scores = rng.standard_normal((5, 11)) * 1e4
@@ -78,11 +83,13 @@ def _softmax_large(fn):
 
 # ---------------------------------------------------------------- Exercise 1.2: causal mask
 
+@CHECKS.add("1.2", "causal_mask", "square masks", 1)
 def _causal_square(fn):
     for n in (1, 2, 5, 17):
         assert_mask_equal(fn(n, n), _ref.causal_mask(n, n), what="causal_mask", context=f"causal_mask({n}, {n})")
 
 
+@CHECKS.add("1.2", "causal_mask", "rectangular masks", 1)
 def _causal_rect(fn):
     for n_q, n_k in [(3, 7), (7, 3), (16, 17), (1, 4)]:
         assert_mask_equal(fn(n_q, n_k), _ref.causal_mask(n_q, n_k), what="causal_mask",
@@ -99,6 +106,7 @@ def _attention_cases(seed, batch, n_q, n_k, d, d_v, dtype=np.float64):
     return rng, q, k, v
 
 
+@CHECKS.add("1.3", "attention", "matches the oracle", 2)
 def _attention_plain(fn):
     for seed, batch, n_q, n_k, d, d_v in [(10, (), 5, 7, 4, 3), (11, (2,), 33, 17, 8, 8), (12, (2, 3), 19, 45, 16, 5)]:
         _, q, k, v = _attention_cases(seed, batch, n_q, n_k, d, d_v)
@@ -106,6 +114,7 @@ def _attention_plain(fn):
                      context=call_repr("attention", q, k, v) + " (default scale 1/sqrt(d))")
 
 
+@CHECKS.add("1.3", "attention", "masks and fully masked rows", 2)
 def _attention_masked(fn):
     for seed, batch, n_q, n_k, d, d_v, mshape in [
         (13, (), 9, 9, 4, 4, (9, 9)),
@@ -118,6 +127,7 @@ def _attention_masked(fn):
                      context=call_repr("attention", q, k, v, mask=mask) + " (rows 0 and 5 fully masked)")
 
 
+@CHECKS.add("1.3", "attention", "explicit scale and float32", 1)
 def _attention_scale_dtype(fn):
     _, q, k, v = _attention_cases(16, (3,), 13, 29, 8, 8)
     assert_close(fn(q, k, v, None, 0.3), _ref.attention(q, k, v, scale=0.3), what="attention", atol=ATOL64,
@@ -151,11 +161,13 @@ def _mha_case(fn, seed, b, n, dm, h, causal):
                  context=call_repr("multi_head_attention", x, *ws, n_heads=h, causal=causal))
 
 
+@CHECKS.add("1.4", "multi_head_attention", "several heads", 2)
 def _mha_heads(fn):
     for seed, b, n, dm, h in [(20, 1, 7, 8, 1), (21, 2, 13, 16, 2), (22, 3, 19, 24, 4)]:
         _mha_case(fn, seed, b, n, dm, h, False)
 
 
+@CHECKS.add("1.4", "multi_head_attention", "causal", 1)
 def _mha_causal(fn):
     for seed, b, n, dm, h in [(23, 2, 11, 12, 3), (24, 1, 33, 32, 8)]:
         _mha_case(fn, seed, b, n, dm, h, True)
@@ -179,6 +191,7 @@ def _online_case(fn, seed, batch, n_q, n_k, d, d_v, block, logit_scale=1.0):
     assert_close(lse, exp_lse, what="online_softmax_attention: lse", atol=1e-9, rtol=1e-12, context=ctx)
 
 
+@CHECKS.add("1.5", "online_softmax_attention", "any block size", 3)
 def _online_blocks(fn):
     # block sizes that divide n_k, do not divide it, equal 1, and exceed it
     for seed, batch, n_q, n_k, d, d_v, block in [
@@ -188,11 +201,13 @@ def _online_blocks(fn):
         _online_case(fn, seed, batch, n_q, n_k, d, d_v, block)
 
 
+@CHECKS.add("1.5", "online_softmax_attention", "large logits", 1)
 def _online_large_logits(fn):
     # scores of order 1e3: a missing max-subtraction overflows; a missing rescale is wrong
     _online_case(fn, 35, (2,), 11, 41, 8, 8, 8, logit_scale=300.0)
 
 
+@CHECKS.add("1.5", "online_softmax_attention", "memory stays linear", 1)
 def _online_memory(fn):
     n_q, n_k, d, block = 256, 16384, 16, 128
     _, q, k, v = _attention_cases(36, (), n_q, n_k, d, d)
@@ -213,51 +228,22 @@ def _cost_expected(n_q, n_k, d, d_v, n_heads, batch, bpe, causal):
 
 
 def _cost_compare(fn, args, kwargs):
-    got = fn(*args, **kwargs)
-    ctx = call_repr("attention_cost", *args, **kwargs)
-    if not isinstance(got, dict):
-        raise AssertionError(f"attention_cost: expected a dict, got {type(got).__name__} for {ctx}")
     expected = _cost_expected(*args, kwargs.get("n_heads", 1), kwargs.get("batch", 1),
                               kwargs.get("bytes_per_element", 4), kwargs.get("causal", False))
-    for key, value in expected.items():
-        if key not in got:
-            raise AssertionError(f"attention_cost: missing key {key!r} for {ctx}")
-        if got[key] != value:
-            raise AssertionError(f"attention_cost[{key!r}] for {ctx}\n    yours:    {got[key]}\n    expected: {value}")
+    assert_counts_equal(fn(*args, **kwargs), expected, what="attention_cost",
+                        context=call_repr("attention_cost", *args, **kwargs))
 
 
+@CHECKS.add("1.6", "attention_cost", "dense counts", 1)
 def _cost_dense(fn):
     for args, kwargs in [((4, 4, 8, 8), {}), ((1000, 3000, 64, 32), {}),
                          ((4096, 4096, 64, 64), {"n_heads": 8, "batch": 2, "bytes_per_element": 2})]:
         _cost_compare(fn, args, kwargs)
 
 
+@CHECKS.add("1.6", "attention_cost", "causal counts", 1)
 def _cost_causal(fn):
     for args, kwargs in [((5, 5, 8, 8), {"causal": True}), ((3, 7, 4, 4), {"causal": True}),
                          ((7, 3, 4, 4), {"causal": True, "n_heads": 2}),
                          ((1023, 1023, 64, 64), {"causal": True, "batch": 3})]:
         _cost_compare(fn, args, kwargs)
-
-
-CHAPTER = Chapter(
-    number=1,
-    slug="ch01_dense",
-    title="Dense attention and its cost",
-    checks=(
-        Check("1.1", "softmax", "rows sum to one on random scores", 1, _softmax_random),
-        Check("1.1", "softmax", "masks and fully masked rows", 2, _softmax_masked),
-        Check("1.1", "softmax", "large scores do not overflow", 1, _softmax_large),
-        Check("1.2", "causal_mask", "square masks", 1, _causal_square),
-        Check("1.2", "causal_mask", "rectangular masks", 1, _causal_rect),
-        Check("1.3", "attention", "matches the oracle", 2, _attention_plain),
-        Check("1.3", "attention", "masks and fully masked rows", 2, _attention_masked),
-        Check("1.3", "attention", "explicit scale and float32", 1, _attention_scale_dtype),
-        Check("1.4", "multi_head_attention", "several heads", 2, _mha_heads),
-        Check("1.4", "multi_head_attention", "causal", 1, _mha_causal),
-        Check("1.5", "online_softmax_attention", "any block size", 3, _online_blocks),
-        Check("1.5", "online_softmax_attention", "large logits", 1, _online_large_logits),
-        Check("1.5", "online_softmax_attention", "memory stays linear", 1, _online_memory),
-        Check("1.6", "attention_cost", "dense counts", 1, _cost_dense),
-        Check("1.6", "attention_cost", "causal counts", 1, _cost_causal),
-    ),
-)

@@ -17,7 +17,9 @@ from ...patterns import dilated as _dilated
 from ...patterns import sliding_window as _sliding_window
 from ...patterns.base import TokenTablePattern
 from ..compare import as_array, assert_close, assert_mask_equal, call_repr
-from . import Chapter, Check
+from . import CheckList
+
+CHECKS = CheckList()
 
 ATOL64 = 1e-10  # float64 inputs: answers must match the oracle to rounding
 
@@ -39,14 +41,17 @@ def _window_cases(fn, cases, causal):
                           context=f"window_mask({n_q}, {n_k}, window={w}, causal={causal}) (keep {rule})")
 
 
+@CHECKS.add("2.1", "window_mask", "symmetric windows", 1)
 def _window_symmetric(fn):
     _window_cases(fn, [(1, 1, 0), (6, 6, 0), (9, 9, 1), (16, 16, 3), (13, 13, 20)], causal=False)
 
 
+@CHECKS.add("2.1", "window_mask", "causal windows", 1)
 def _window_causal(fn):
     _window_cases(fn, [(6, 6, 0), (11, 11, 2), (17, 17, 5), (8, 8, 12)], causal=True)
 
 
+@CHECKS.add("2.1", "window_mask", "rectangular masks", 1)
 def _window_rect(fn):
     for causal in (False, True):
         _window_cases(fn, [(5, 12, 2), (12, 5, 2), (3, 20, 4), (19, 7, 3)], causal=causal)
@@ -62,10 +67,12 @@ def _dilated_cases(fn, cases, causal):
                                   f"(keep j = i + k * dilation, {rule})")
 
 
+@CHECKS.add("2.2", "dilated_mask", "symmetric dilated windows", 1)
 def _dilated_symmetric(fn):
     _dilated_cases(fn, [(6, 1, 2), (13, 2, 3), (22, 3, 4), (9, 0, 3), (12, 4, 1), (10, 3, 5)], causal=False)
 
 
+@CHECKS.add("2.2", "dilated_mask", "causal dilated windows", 1)
 def _dilated_causal(fn):
     _dilated_cases(fn, [(7, 1, 2), (17, 2, 3), (23, 3, 4), (9, 0, 2), (11, 2, 1)], causal=True)
 
@@ -93,14 +100,17 @@ _LAYOUT_CASES = [(10, 2, 4), (64, 8, 8), (70, 8, 8), (70, 9, 8), (100, 5, 16), (
                  (257, 64, 64), (257, 65, 64), (6, 3, 8), (45, 0, 4), (300, 1, 32)]
 
 
+@CHECKS.add("2.3", "window_block_layout", "symmetric layouts with partial blocks", 2)
 def _layout_symmetric(fn):
     _layout_cases(fn, _LAYOUT_CASES, causal=False)
 
 
+@CHECKS.add("2.3", "window_block_layout", "causal layouts", 1)
 def _layout_causal(fn):
     _layout_cases(fn, _LAYOUT_CASES, causal=True)
 
 
+@CHECKS.add("2.3", "window_block_layout", "no n x n token mask", 1)
 def _layout_memory(fn):
     n, w, B = 4_000, 256, 64
     nb = -(-n // B)
@@ -142,6 +152,7 @@ def _field_compare(fn, mask, n_layers, note):
     assert_close(y, _field_expected(mask, n_layers), what="receptive_field", atol=0, context=ctx)
 
 
+@CHECKS.add("2.4", "receptive_field", "windows and dilated windows", 1)
 def _field_windows(fn):
     for n, w, causal, layers in [(20, 1, False, (0, 1, 2, 3)), (41, 3, True, (1, 4, 7, 20)),
                                  (33, 2, False, (5, 9))]:
@@ -153,6 +164,7 @@ def _field_windows(fn):
         _field_compare(fn, mask, L, "causal dilated window, w=1, dilation=3")
 
 
+@CHECKS.add("2.4", "receptive_field", "masks without diagonal, one-directional and random", 2)
 def _field_general(fn):
     # no diagonal (the residual adds it), strictly one-directional, and random asymmetric masks
     n = 24
@@ -168,6 +180,7 @@ def _field_general(fn):
             _field_compare(fn, mask, L, f"random mask, density {density}, empty diagonal (seed {seed})")
 
 
+@CHECKS.add("2.4", "receptive_field", "many layers", 1)
 def _field_many_layers(fn):
     n = 96
     rng = _rng(43)
@@ -193,22 +206,26 @@ def _local_case(fn, seed, batch, n, d, d_v, window, causal, logit_scale=1.0):
     assert_close(got, expected, what="local_attention", atol=ATOL64 * max(1.0, logit_scale), context=ctx)
 
 
+@CHECKS.add("2.5", "local_attention", "symmetric windows match the oracle", 2)
 def _local_symmetric(fn):
     for seed, batch, n, d, d_v, w in [(50, (), 9, 4, 3, 1), (51, (2,), 37, 8, 8, 5), (52, (2, 3), 50, 16, 4, 7),
                                       (53, (), 6, 4, 4, 10), (54, (), 1, 2, 2, 3), (55, (3,), 20, 4, 5, 0)]:
         _local_case(fn, seed, batch, n, d, d_v, w, False)
 
 
+@CHECKS.add("2.5", "local_attention", "causal windows match the oracle", 1)
 def _local_causal(fn):
     for seed, batch, n, d, d_v, w in [(56, (), 11, 4, 4, 2), (57, (2, 2), 45, 8, 6, 6), (58, (), 5, 4, 4, 9)]:
         _local_case(fn, seed, batch, n, d, d_v, w, True)
 
 
+@CHECKS.add("2.5", "local_attention", "large logits", 1)
 def _local_large_logits(fn):
     _local_case(fn, 59, (2,), 33, 8, 8, 4, False, logit_scale=400.0)
     _local_case(fn, 60, (), 29, 8, 8, 3, True, logit_scale=400.0)
 
 
+@CHECKS.add("2.5", "local_attention", "memory stays linear", 1)
 def _local_memory(fn):
     n, d, w = 3000, 8, 8
     rng = _rng(61)
@@ -219,27 +236,3 @@ def _local_memory(fn):
         raise AssertionError(
             f"local_attention: peak extra memory {peak / 2**20:.1f} MiB for n={n}, window={w}; a float64 n x n "
             f"score matrix is {full / 2**20:.1f} MiB. Compute only the 2w+1 scores of each query's band.")
-
-
-CHAPTER = Chapter(
-    number=2,
-    slug="ch02_local",
-    title="Local attention: sliding window, dilated and block-local",
-    checks=(
-        Check("2.1", "window_mask", "symmetric windows", 1, _window_symmetric),
-        Check("2.1", "window_mask", "causal windows", 1, _window_causal),
-        Check("2.1", "window_mask", "rectangular masks", 1, _window_rect),
-        Check("2.2", "dilated_mask", "symmetric dilated windows", 1, _dilated_symmetric),
-        Check("2.2", "dilated_mask", "causal dilated windows", 1, _dilated_causal),
-        Check("2.3", "window_block_layout", "symmetric layouts with partial blocks", 2, _layout_symmetric),
-        Check("2.3", "window_block_layout", "causal layouts", 1, _layout_causal),
-        Check("2.3", "window_block_layout", "no n x n token mask", 1, _layout_memory),
-        Check("2.4", "receptive_field", "windows and dilated windows", 1, _field_windows),
-        Check("2.4", "receptive_field", "masks without diagonal, one-directional and random", 2, _field_general),
-        Check("2.4", "receptive_field", "many layers", 1, _field_many_layers),
-        Check("2.5", "local_attention", "symmetric windows match the oracle", 2, _local_symmetric),
-        Check("2.5", "local_attention", "causal windows match the oracle", 1, _local_causal),
-        Check("2.5", "local_attention", "large logits", 1, _local_large_logits),
-        Check("2.5", "local_attention", "memory stays linear", 1, _local_memory),
-    ),
-)

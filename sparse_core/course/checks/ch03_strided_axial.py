@@ -17,7 +17,9 @@ import numpy as np
 from ...bench.timing import peak_traced_bytes
 from ...patterns import axial, fixed, strided
 from ..compare import as_array, assert_mask_equal, call_repr
-from . import Chapter, Check
+from . import CheckList
+
+CHECKS = CheckList()
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -46,21 +48,14 @@ def _strided_case(fn, n, stride, causal):
     _compare_heads(got, expected, "strided_mask", ctx, ("local", "strided"))
 
 
-def _strided_causal(fn):
-    for n, stride in [(16, 4), (17, 4), (33, 5), (64, 8), (50, 7)]:
-        _strided_case(fn, n, stride, True)
-
-
-def _strided_noncausal(fn):
-    for n, stride in [(16, 4), (23, 5), (40, 6)]:
-        _strided_case(fn, n, stride, False)
-
-
-def _strided_edges(fn):
+# cases are (n, stride, causal)
+CHECKS.cases("3.1", "strided_mask", _strided_case, [
+    ("causal heads", 2, [(16, 4, True), (17, 4, True), (33, 5, True), (64, 8, True), (50, 7, True)]),
+    ("non-causal heads", 1, [(16, 4, False), (23, 5, False), (40, 6, False)]),
     # stride 1 (local = diagonal, strided = everything causal), stride >= n, tiny n
-    for n, stride, causal in [(9, 1, True), (9, 1, False), (7, 7, True), (6, 10, True), (6, 10, False),
-                              (1, 3, True), (2, 2, False)]:
-        _strided_case(fn, n, stride, causal)
+    ("stride 1 and strides longer than n", 1,
+     [(9, 1, True), (9, 1, False), (7, 7, True), (6, 10, True), (6, 10, False), (1, 3, True), (2, 2, False)]),
+])
 
 
 # ---------------------------------------------------------------- Exercise 3.2: fixed mask
@@ -72,20 +67,14 @@ def _fixed_case(fn, n, stride, c, causal):
     _compare_heads(got, expected, "fixed_mask", ctx, ("window", "summary"))
 
 
-def _fixed_one_summary(fn):
-    for n, stride in [(16, 4), (18, 4), (35, 8), (30, 6)]:
-        _fixed_case(fn, n, stride, 1, True)
-
-
-def _fixed_several_summaries(fn):
+# cases are (n, stride, c, causal)
+CHECKS.cases("3.2", "fixed_mask", _fixed_case, [
+    ("one summary column", 2, [(16, 4, 1, True), (18, 4, 1, True), (35, 8, 1, True), (30, 6, 1, True)]),
     # c > 1, a last window shorter than the others, c == stride
-    for n, stride, c in [(24, 6, 2), (29, 8, 3), (21, 5, 4), (12, 3, 3)]:
-        _fixed_case(fn, n, stride, c, True)
-
-
-def _fixed_noncausal(fn):
-    for n, stride, c in [(16, 4, 1), (25, 6, 2), (9, 1, 1), (7, 10, 2)]:
-        _fixed_case(fn, n, stride, c, False)
+    ("several summary columns and a short last window", 1,
+     [(24, 6, 2, True), (29, 8, 3, True), (21, 5, 4, True), (12, 3, 3, True)]),
+    ("non-causal", 1, [(16, 4, 1, False), (25, 6, 2, False), (9, 1, 1, False), (7, 10, 2, False)]),
+])
 
 
 # ---------------------------------------------------------------- Exercise 3.3: two hops
@@ -104,6 +93,7 @@ def _two_hop_case(fn, first, second, context):
     assert_mask_equal(got, _two_hop_definition(first, second), what="reachable_in_two_hops", context=ctx)
 
 
+@CHECKS.add("3.3", "reachable_in_two_hops", "random masks", 2)
 def _two_hop_random(fn):
     # random masks without a guaranteed diagonal: a residual, a union or a single hop all show
     for seed, n, density in [(40, 6, 0.3), (41, 13, 0.2), (42, 24, 0.1), (43, 40, 0.05)]:
@@ -113,6 +103,7 @@ def _two_hop_random(fn):
         _two_hop_case(fn, first, second, f"random masks, density {density}")
 
 
+@CHECKS.add("3.3", "reachable_in_two_hops", "rectangular layers", 1)
 def _two_hop_rectangular(fn):
     # first is [m, n] (layer 1: m queries over n keys), second is [p, m]
     for seed, p, m, n in [(44, 5, 7, 9), (45, 11, 4, 6)]:
@@ -122,6 +113,7 @@ def _two_hop_rectangular(fn):
         _two_hop_case(fn, first, second, f"layer 1 maps {n} -> {m} positions, layer 2 {m} -> {p}")
 
 
+@CHECKS.add("3.3", "reachable_in_two_hops", "strided and fixed heads in both orders", 1)
 def _two_hop_patterns(fn):
     # the chapter's patterns: both orders of strided, and fixed where the order matters
     for n, stride in [(20, 4), (27, 5)]:
@@ -148,20 +140,13 @@ def _axial_case(fn, height, width, causal):
     assert_mask_equal(result[1], col_exp, what="axial_masks: col_mask", context=where)
 
 
-def _axial_square(fn):
-    for side in (1, 3, 5):
-        _axial_case(fn, side, side, False)
-
-
-def _axial_rectangular(fn):
+# cases are (height, width, causal)
+CHECKS.cases("3.4", "axial_masks", _axial_case, [
+    ("square grids", 1, [(1, 1, False), (3, 3, False), (5, 5, False)]),
     # height != width: a swapped flattening or modulus shows here
-    for height, width in [(2, 5), (4, 3), (3, 7), (1, 4), (6, 1)]:
-        _axial_case(fn, height, width, False)
-
-
-def _axial_causal(fn):
-    for height, width in [(3, 3), (2, 5), (5, 3)]:
-        _axial_case(fn, height, width, True)
+    ("rectangular grids", 2, [(2, 5, False), (4, 3, False), (3, 7, False), (1, 4, False), (6, 1, False)]),
+    ("causal raster order", 1, [(3, 3, True), (2, 5, True), (5, 3, True)]),
+])
 
 
 # ---------------------------------------------------------------- Exercise 3.5: pair counts
@@ -192,16 +177,15 @@ def _count_case(fn, n, stride, causal):
         raise AssertionError(f"strided_pair_count for {ctx}\n    yours:    {int(got)}\n    expected: {expected}{extra}")
 
 
-def _count_causal(fn):
-    for n, stride in [(0, 3), (1, 1), (5, 2), (16, 4), (17, 4), (100, 7), (1000, 31), (4096, 64)]:
-        _count_case(fn, n, stride, True)
+# cases are (n, stride, causal)
+CHECKS.cases("3.5", "strided_pair_count", _count_case, [
+    ("causal counts", 2, [(0, 3, True), (1, 1, True), (5, 2, True), (16, 4, True), (17, 4, True), (100, 7, True),
+                          (1000, 31, True), (4096, 64, True)]),
+    ("non-causal counts", 1, [(5, 2, False), (16, 4, False), (23, 5, False), (100, 1, False), (999, 40, False)]),
+])
 
 
-def _count_noncausal(fn):
-    for n, stride in [(5, 2), (16, 4), (23, 5), (100, 1), (999, 40)]:
-        _count_case(fn, n, stride, False)
-
-
+@CHECKS.add("3.5", "strided_pair_count", "millions of tokens, no n x n array", 1)
 def _count_large(fn):
     n = 3000
     peak = peak_traced_bytes(lambda: fn(n, 55, True))
@@ -212,27 +196,3 @@ def _count_large(fn):
             f"{n * n / 2**20:.1f} MiB. Count per query (or per offset) without building the mask.")
     for n, stride, causal in [(1_000_000, 1000, True), (1_048_583, 724, False)]:
         _count_case(fn, n, stride, causal)
-
-
-CHAPTER = Chapter(
-    number=3,
-    slug="ch03_strided_axial",
-    title="Strided, fixed and axial attention",
-    checks=(
-        Check("3.1", "strided_mask", "causal heads", 2, _strided_causal),
-        Check("3.1", "strided_mask", "non-causal heads", 1, _strided_noncausal),
-        Check("3.1", "strided_mask", "stride 1 and strides longer than n", 1, _strided_edges),
-        Check("3.2", "fixed_mask", "one summary column", 2, _fixed_one_summary),
-        Check("3.2", "fixed_mask", "several summary columns and a short last window", 1, _fixed_several_summaries),
-        Check("3.2", "fixed_mask", "non-causal", 1, _fixed_noncausal),
-        Check("3.3", "reachable_in_two_hops", "random masks", 2, _two_hop_random),
-        Check("3.3", "reachable_in_two_hops", "rectangular layers", 1, _two_hop_rectangular),
-        Check("3.3", "reachable_in_two_hops", "strided and fixed heads in both orders", 1, _two_hop_patterns),
-        Check("3.4", "axial_masks", "square grids", 1, _axial_square),
-        Check("3.4", "axial_masks", "rectangular grids", 2, _axial_rectangular),
-        Check("3.4", "axial_masks", "causal raster order", 1, _axial_causal),
-        Check("3.5", "strided_pair_count", "causal counts", 2, _count_causal),
-        Check("3.5", "strided_pair_count", "non-causal counts", 1, _count_noncausal),
-        Check("3.5", "strided_pair_count", "millions of tokens, no n x n array", 1, _count_large),
-    ),
-)

@@ -21,7 +21,9 @@ from ... import patterns as P
 from ...attention import reference as _ref
 from ...bench.timing import peak_traced_bytes
 from ..compare import as_array, assert_close, call_repr, draw_mask_diff
-from . import Chapter, Check
+from . import CheckList
+
+CHECKS = CheckList()
 
 ATOL64 = 1e-9  # float64 inputs: rounding of a few hundred accumulations
 ATOL32 = 2e-5  # float32 inputs: allow float32 arithmetic inside the student's code
@@ -121,6 +123,7 @@ def _compare_layout(got, exp_rp, exp_ci, ctx):
 
 # ---------------------------------------------------------------- Exercise 4.1: layout from mask
 
+@CHECKS.add("4.1", "layout_from_mask", "layouts of patterns", 2)
 def _layout_patterns(fn):
     cases = [
         (P.sliding_window(5, causal=True), 23, 23, 4),
@@ -140,6 +143,7 @@ def _layout_patterns(fn):
         _compare_layout(got, rp, ci, f"{pattern!r}, n_q={n_q}, n_k={n_k}, block_size={B}")
 
 
+@CHECKS.add("4.1", "layout_from_mask", "random masks and edge blocks", 2)
 def _layout_random(fn):
     for seed, n_q, n_k, B, density in [(40, 17, 17, 4, 0.02), (41, 9, 26, 3, 0.05), (42, 26, 9, 5, 0.04),
                                        (43, 7, 7, 1, 0.3), (44, 6, 11, 16, 0.1), (45, 64, 64, 8, 0.004)]:
@@ -185,6 +189,7 @@ def _fwd_case(fn, q, k, v, rp, ci, B, mask=None, scale=None, atol=ATOL64, note="
                  context=ctx)
 
 
+@CHECKS.add("4.2", "block_sparse_forward", "whole kept blocks", 2)
 def _fwd_whole_blocks(fn):
     for seed, batch, n_q, n_k, d, d_v, B in [(50, (), 20, 20, 8, 8, 4), (51, (2,), 37, 29, 8, 5, 8),
                                              (52, (2, 3), 45, 45, 16, 16, 16), (53, (), 9, 33, 4, 3, 32)]:
@@ -194,6 +199,7 @@ def _fwd_whole_blocks(fn):
         _fwd_case(fn, q, k, v, rp, ci, B, note=" (no token mask: every pair of a kept block; block row 0 empty)")
 
 
+@CHECKS.add("4.2", "block_sparse_forward", "token mask and fully masked rows", 2)
 def _fwd_token_mask(fn):
     for seed, pattern, batch, n_q, n_k, B in [
         (54, P.sliding_window(6, causal=True), (2,), 37, 37, 8),
@@ -213,6 +219,7 @@ def _fwd_token_mask(fn):
     _fwd_case(fn, q, k, v, rp, ci, 8, mask=mask, note=" (random per-head mask; rows 0, 9, 29 fully masked)")
 
 
+@CHECKS.add("4.2", "block_sparse_forward", "large logits", 1)
 def _fwd_large_logits(fn):
     # scores of order 1e3 and several kept blocks per row: without the max shift exp overflows,
     # without the rescale the earlier blocks keep stale weights
@@ -222,6 +229,7 @@ def _fwd_large_logits(fn):
     _fwd_case(fn, q * 300.0, k, v, rp, ci, 8, note=" (q scaled by 300: scores of order 1e3)")
 
 
+@CHECKS.add("4.2", "block_sparse_forward", "explicit scale and float32", 1)
 def _fwd_scale_dtype(fn):
     rng = _rng(59)
     q, k, v = _qkv(rng, (3,), 26, 19, 8, 8)
@@ -232,6 +240,7 @@ def _fwd_scale_dtype(fn):
     _fwd_case(fn, q, k, v, rp, ci, 16, mask=mask, atol=ATOL32, note=" (float32 inputs)")
 
 
+@CHECKS.add("4.2", "block_sparse_forward", "skipped blocks are never read", 1)
 def _fwd_skips_blocks(fn):
     # keys/values of blocks no query keeps, and queries of an empty block row, hold NaN: a kernel
     # that only visits kept blocks never reads them (a dense computation multiplied by a mask does)
@@ -258,6 +267,7 @@ def _fwd_skips_blocks(fn):
     assert_close(lse, exp_lse, what="block_sparse_forward: lse", atol=ATOL64, rtol=1e-12, context=ctx)
 
 
+@CHECKS.add("4.2", "block_sparse_forward", "memory stays per tile", 1)
 def _fwd_memory(fn):
     n_q, n_k, d, B = 256, 16384, 16, 64
     rng = _rng(61)
@@ -317,6 +327,7 @@ def _bwd_case(fn, seed, n_q, n_k, d, d_v, B, rp, ci, mask=None, scale=None, rows
         assert_close(dv, e_dv, what="block_row_backward: dv", atol=ATOL64, context=ctx)
 
 
+@CHECKS.add("4.3", "block_row_backward", "whole kept blocks", 2)
 def _bwd_whole_blocks(fn):
     rng = _rng(70)
     rp, ci = _csr_of_blocks(_random_blocks(rng, 21, 21, 4, 0.5, empty_rows=(1,)))
@@ -325,6 +336,7 @@ def _bwd_whole_blocks(fn):
     _bwd_case(fn, 72, 30, 45, 8, 5, 8, rp, ci, rows=(0, 3), note=" (n_q != n_k, d_v != d)")
 
 
+@CHECKS.add("4.3", "block_row_backward", "token mask and fully masked rows", 2)
 def _bwd_token_mask(fn):
     rp, ci, mask, _ = _pattern_layout(P.sliding_window(5, causal=True), 27, 27, 8)
     _bwd_case(fn, 73, 27, 27, 8, 8, 8, rp, ci, mask=mask, note=" (token mask of a causal sliding window)")
@@ -336,6 +348,7 @@ def _bwd_token_mask(fn):
               note=" (random mask, rows 2, 8, 25 fully masked; scale=0.4)")
 
 
+@CHECKS.add("4.3", "block_row_backward", "block rows add up to the full gradient", 1)
 def _bwd_sums_to_full_gradient(fn):
     import torch
 
@@ -374,6 +387,7 @@ def _flops_compare(fn, rp, ci, B, d, n_q, n_k, d_v, expected, note=""):
         raise AssertionError(f"layout_flops for {ctx}\n    yours:    {int(got):,}\n    expected: {int(expected):,}")
 
 
+@CHECKS.add("4.4", "layout_flops", "layouts of patterns", 1)
 def _flops_patterns(fn):
     for pattern, n_q, n_k, B, d, d_v in [
         (P.sliding_window(100, causal=True), 1000, 1000, 64, 64, None),
@@ -387,6 +401,7 @@ def _flops_patterns(fn):
                        lay.flops(d, d_v), note=f" (layout of {pattern!r})")
 
 
+@CHECKS.add("4.4", "layout_flops", "edge blocks and d_v", 1)
 def _flops_small(fn):
     # hand-checkable: blocks of 2 on n_q = n_k = 3 -> a 2x2, a 2x1, a 1x2 and a 1x1 block
     rp, ci = np.array([0, 2, 4]), np.array([0, 1, 0, 1])
@@ -449,6 +464,7 @@ def _scores_run(fn, cases):
     return results
 
 
+@CHECKS.add("4.5", "block_scores_kernel", "score tiles of kept blocks", 2)
 def _scores_small(fn):
     _scores_run(fn, [
         _scores_case(90, 16, 16, 8, 4, density=0.6),
@@ -456,6 +472,7 @@ def _scores_small(fn):
     ])
 
 
+@CHECKS.add("4.5", "block_scores_kernel", "edge blocks, d > block size, empty block rows", 2)
 def _scores_edges(fn):
     _scores_run(fn, [
         _scores_case(92, 13, 18, 6, 4, density=0.6, note=" (lengths and d not multiples of the block size)"),
@@ -465,6 +482,7 @@ def _scores_edges(fn):
     ])
 
 
+@CHECKS.add("4.5", "block_scores_kernel", "global reads of a tiled kernel", 2)
 def _scores_reads(fn):
     case = _scores_case(95, 22, 21, 8, 4, density=0.45, empty_rows=(2,))
     (r,) = _scores_run(fn, [case])
@@ -523,6 +541,7 @@ def _reads_compare(fn, rp, ci, B, n_q, n_k, d, note=""):
                              f"    expected: naive {exp[0]:,}, tiled {exp[1]:,}")
 
 
+@CHECKS.add("4.6", "global_reads", "layouts of patterns", 1)
 def _reads_patterns(fn):
     for pattern, n, B, d in [(P.sliding_window(20, causal=True), 100, 16, 8), (P.causal(), 64, 16, 4),
                              (P.strided(8), 50, 8, 16), (P.dense(), 33, 8, 2)]:
@@ -531,6 +550,7 @@ def _reads_patterns(fn):
                        note=f" (layout of {pattern!r})")
 
 
+@CHECKS.add("4.6", "global_reads", "edge blocks and empty block rows", 1)
 def _reads_edges(fn):
     rp, ci = np.array([0, 1, 2]), np.array([1, 0])
     _reads_compare(fn, rp, ci, 2, 3, 3, 1, note=" (the docstring's example)")
@@ -538,30 +558,3 @@ def _reads_edges(fn):
     for n_q, n_k, B, d in [(21, 30, 4, 8), (9, 5, 4, 3), (40, 17, 8, 5)]:
         rp, ci = _csr_of_blocks(_random_blocks(rng, n_q, n_k, B, 0.5, empty_rows=(1,)))
         _reads_compare(fn, rp, ci, B, n_q, n_k, d, note=" (random layout; block row 1 keeps nothing)")
-
-
-CHAPTER = Chapter(
-    number=4,
-    slug="ch04_block_sparse",
-    title="Block-sparse layouts and kernels",
-    checks=(
-        Check("4.1", "layout_from_mask", "layouts of patterns", 2, _layout_patterns),
-        Check("4.1", "layout_from_mask", "random masks and edge blocks", 2, _layout_random),
-        Check("4.2", "block_sparse_forward", "whole kept blocks", 2, _fwd_whole_blocks),
-        Check("4.2", "block_sparse_forward", "token mask and fully masked rows", 2, _fwd_token_mask),
-        Check("4.2", "block_sparse_forward", "large logits", 1, _fwd_large_logits),
-        Check("4.2", "block_sparse_forward", "explicit scale and float32", 1, _fwd_scale_dtype),
-        Check("4.2", "block_sparse_forward", "skipped blocks are never read", 1, _fwd_skips_blocks),
-        Check("4.2", "block_sparse_forward", "memory stays per tile", 1, _fwd_memory),
-        Check("4.3", "block_row_backward", "whole kept blocks", 2, _bwd_whole_blocks),
-        Check("4.3", "block_row_backward", "token mask and fully masked rows", 2, _bwd_token_mask),
-        Check("4.3", "block_row_backward", "block rows add up to the full gradient", 1, _bwd_sums_to_full_gradient),
-        Check("4.4", "layout_flops", "layouts of patterns", 1, _flops_patterns),
-        Check("4.4", "layout_flops", "edge blocks and d_v", 1, _flops_small),
-        Check("4.5", "block_scores_kernel", "score tiles of kept blocks", 2, _scores_small),
-        Check("4.5", "block_scores_kernel", "edge blocks, d > block size, empty block rows", 2, _scores_edges),
-        Check("4.5", "block_scores_kernel", "global reads of a tiled kernel", 2, _scores_reads),
-        Check("4.6", "global_reads", "layouts of patterns", 1, _reads_patterns),
-        Check("4.6", "global_reads", "edge blocks and empty block rows", 1, _reads_edges),
-    ),
-)

@@ -19,7 +19,9 @@ from ...patterns import sample_plan as _sample_plan
 from ...patterns import graph as _graph
 from ...patterns import sliding_window as _sliding_window
 from ..compare import as_array, assert_close, assert_mask_equal, call_repr
-from . import Chapter, Check
+from . import CheckList
+
+CHECKS = CheckList()
 
 ATOL64 = 1e-10
 
@@ -46,18 +48,21 @@ def _bigbird_case(fn, nb, plan, w, g):
     assert_mask_equal(got, _bigbird_expected(nb, plan, w, g), what="bigbird_layout", context=ctx)
 
 
+@CHECKS.add("5.1", "bigbird_layout", "window and global blocks", 1)
 def _bigbird_structure(fn):
     # no random blocks: window + global only
     for nb, w, g in [(6, 3, 1), (9, 3, 1), (12, 5, 2), (4, 3, 2), (7, 1, 0), (1, 3, 0)]:
         _bigbird_case(fn, nb, np.full((nb, 0), -1, dtype=np.int64), w, g)
 
 
+@CHECKS.add("5.1", "bigbird_layout", "random blocks from the plan", 2)
 def _bigbird_random(fn):
     for seed, nb, r, w, g in [(0, 8, 2, 3, 1), (1, 13, 3, 3, 1), (2, 16, 2, 5, 2), (3, 20, 4, 3, 1)]:
         plan = _sample_plan(nb, r, g, w, n_heads=1, seed=seed)[0]
         _bigbird_case(fn, nb, plan, w, g)
 
 
+@CHECKS.add("5.1", "bigbird_layout", "unused slots without global blocks", 1)
 def _bigbird_unused_slots(fn):
     # -1 marks an unused slot (and is not "the last block"); no global blocks to hide mistakes
     for seed, nb, r, w in [(4, 9, 3, 3), (5, 6, 3, 3), (6, 11, 2, 1)]:
@@ -76,16 +81,19 @@ def _longformer_case(fn, n, w, glob, causal=False):
                               + (", causal=True)" if causal else ")"))
 
 
+@CHECKS.add("5.2", "longformer_mask", "sliding window", 1)
 def _longformer_window(fn):
     for n, w in [(1, 0), (5, 0), (9, 1), (17, 3), (12, 11), (6, 20)]:
         _longformer_case(fn, n, w, [])
 
 
+@CHECKS.add("5.2", "longformer_mask", "global tokens", 2)
 def _longformer_global(fn):
     for n, w, glob in [(5, 1, [0]), (11, 2, [0, 10]), (20, 3, [4, 5, 13]), (16, 1, [7, 7, 2]), (24, 0, [23])]:
         _longformer_case(fn, n, w, glob)
 
 
+@CHECKS.add("5.2", "longformer_mask", "causal", 1)
 def _longformer_causal(fn):
     for n, w, glob in [(8, 2, []), (13, 3, [0]), (15, 1, [6, 14]), (10, 4, [9])]:
         _longformer_case(fn, n, w, glob, causal=True)
@@ -112,6 +120,7 @@ def _window_mask(n, w):
     return _sliding_window(w).to_dense(n, n)[0]
 
 
+@CHECKS.add("5.3", "graph_diameter", "paths windows and no diagonal", 1)
 def _diameter_paths(fn):
     for n, w in [(1, 0), (2, 1), (5, 1), (17, 2), (40, 3)]:
         _diameter_case(fn, _window_mask(n, w), f"a sliding window n={n}, w={w}")
@@ -123,6 +132,7 @@ def _diameter_paths(fn):
     _diameter_case(fn, cycle, "a directed cycle i -> i+1 (mod 7) without the diagonal")
 
 
+@CHECKS.add("5.3", "graph_diameter", "direction and disconnection", 2)
 def _diameter_directed(fn):
     n = 10
     causal = np.tril(np.ones((n, n), dtype=bool))
@@ -136,6 +146,7 @@ def _diameter_directed(fn):
     _diameter_case(fn, star, "position 0 global (reads and is read by all)")
 
 
+@CHECKS.add("5.3", "graph_diameter", "random and BigBird graphs", 1)
 def _diameter_sparse(fn):
     for seed, n, density in [(20, 12, 0.12), (21, 30, 0.08), (22, 30, 0.02), (23, 60, 0.05)]:
         mask = _rng(seed).random((n, n)) < density
@@ -189,6 +200,7 @@ def _plan_properties(plan, nb, r, w, g, ctx):
     return plan
 
 
+@CHECKS.add("5.4", "sample_random_blocks", "no collisions or repeats", 2)
 def _sample_properties(fn):
     for seed, nb, r, w, g in [(0, 16, 3, 3, 1), (1, 10, 4, 5, 2), (2, 6, 3, 3, 1), (3, 9, 0, 3, 1),
                               (4, 12, 2, 3, 0), (5, 30, 5, 7, 3), (6, 3, 2, 3, 1)]:
@@ -196,6 +208,7 @@ def _sample_properties(fn):
         _plan_properties(fn(nb, r, seed, w, g), nb, r, w, g, ctx)
 
 
+@CHECKS.add("5.4", "sample_random_blocks", "reproducible and random", 1)
 def _sample_reproducible(fn):
     nb, r = 20, 3
     a = as_array(fn(nb, r, 7), "sample_random_blocks")
@@ -210,6 +223,7 @@ def _sample_reproducible(fn):
     _plan_properties(gen, nb, r, 3, 1, "a np.random.Generator as seed")
 
 
+@CHECKS.add("5.4", "sample_random_blocks", "uniform over candidates", 1)
 def _sample_uniform(fn):
     # row 6 of 12 blocks (window 3, 1 global each end) has 7 candidates {1..4, 8..10}: each must
     # be drawn about equally often over many seeds (expected 2 * 400 / 7 ~ 114 times)
@@ -246,6 +260,7 @@ def _table_case(fn, seed, lead, n, d, d_v, table, B, logit_scale=1.0):
                  atol=ATOL64 * max(1.0, logit_scale), context=ctx)
 
 
+@CHECKS.add("5.5", "block_table_attention", "BigBird tables", 2)
 def _table_bigbird(fn):
     for seed, n, B, r in [(30, 64, 8, 2), (31, 45, 4, 1), (32, 100, 8, 3)]:
         nb = -(-n // B)
@@ -253,6 +268,7 @@ def _table_bigbird(fn):
         _table_case(fn, seed, (2, 3), n, 8, 5, table, B)
 
 
+@CHECKS.add("5.5", "block_table_attention", "ragged blocks and empty rows", 1)
 def _table_ragged_and_empty(fn):
     rng = _rng(40)
     for seed, n, B in [(41, 13, 4), (42, 30, 7), (43, 5, 8)]:
@@ -265,31 +281,8 @@ def _table_ragged_and_empty(fn):
     _table_case(fn, 44, (), 11, 4, 3, table, 4)
 
 
+@CHECKS.add("5.5", "block_table_attention", "large logits", 1)
 def _table_large_logits(fn):
     nb = 6
     table = _bigbird(nb, 1, num_random_blocks=1, seed=5).to_dense(nb, nb)[0]
     _table_case(fn, 45, (2,), 44, 8, 4, table, 8, logit_scale=300.0)
-
-
-CHAPTER = Chapter(
-    number=5,
-    slug="ch05_bigbird_longformer",
-    title="BigBird and Longformer",
-    checks=(
-        Check("5.1", "bigbird_layout", "window and global blocks", 1, _bigbird_structure),
-        Check("5.1", "bigbird_layout", "random blocks from the plan", 2, _bigbird_random),
-        Check("5.1", "bigbird_layout", "unused slots without global blocks", 1, _bigbird_unused_slots),
-        Check("5.2", "longformer_mask", "sliding window", 1, _longformer_window),
-        Check("5.2", "longformer_mask", "global tokens", 2, _longformer_global),
-        Check("5.2", "longformer_mask", "causal", 1, _longformer_causal),
-        Check("5.3", "graph_diameter", "paths windows and no diagonal", 1, _diameter_paths),
-        Check("5.3", "graph_diameter", "direction and disconnection", 2, _diameter_directed),
-        Check("5.3", "graph_diameter", "random and BigBird graphs", 1, _diameter_sparse),
-        Check("5.4", "sample_random_blocks", "no collisions or repeats", 2, _sample_properties),
-        Check("5.4", "sample_random_blocks", "reproducible and random", 1, _sample_reproducible),
-        Check("5.4", "sample_random_blocks", "uniform over candidates", 1, _sample_uniform),
-        Check("5.5", "block_table_attention", "BigBird tables", 2, _table_bigbird),
-        Check("5.5", "block_table_attention", "ragged blocks and empty rows", 1, _table_ragged_and_empty),
-        Check("5.5", "block_table_attention", "large logits", 1, _table_large_logits),
-    ),
-)

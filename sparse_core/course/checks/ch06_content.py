@@ -23,7 +23,9 @@ from ...approx.nsa import select_blocks as _lib_select_blocks
 from ...approx.routing import assign_clusters as _lib_assign
 from ...patterns import topk as _topk_pattern
 from ..compare import as_array, assert_close, assert_mask_equal, call_repr
-from . import Chapter, Check
+from . import CheckList
+
+CHECKS = CheckList()
 
 ATOL64 = 1e-10  # float64 inputs: answers must match to rounding
 ATOL32 = 2e-5  # float32 inputs
@@ -53,6 +55,7 @@ def _check_mask(got, expected, what, context):
 
 # ---------------------------------------------------------------- Exercise 6.1: top-k mask
 
+@CHECKS.add("6.1", "topk_mask", "largest scores per row", 2)
 def _topk_random(fn):
     for seed, shape, k in [(0, (1, 5), 2), (1, (7, 13), 3), (2, (2, 3, 17, 33), 5), (3, (9, 9), 1),
                            (4, (4, 6), 6), (5, (3, 4), 10)]:
@@ -64,6 +67,7 @@ def _topk_random(fn):
                     call_repr("topk_mask", scores, k) + " (keep the k LARGEST scores of each row)")
 
 
+@CHECKS.add("6.1", "topk_mask", "ties go to the smaller index", 1)
 def _topk_ties(fn):
     for seed, shape, k in [(6, (8, 12), 3), (7, (2, 10, 10), 4), (8, (5, 7), 1)]:
         scores = _rng(seed).integers(0, 3, size=shape).astype(np.float64)  # many equal scores
@@ -71,6 +75,7 @@ def _topk_ties(fn):
                     call_repr("topk_mask", scores, k) + " (integer scores with ties: the smaller key index wins)")
 
 
+@CHECKS.add("6.1", "topk_mask", "causal rows", 2)
 def _topk_causal(fn):
     for seed, shape, k in [(9, (10, 10), 3), (10, (2, 2, 17, 17), 4), (11, (12, 7), 5), (12, (6, 15), 2),
                            (13, (8, 8), 1)]:
@@ -102,6 +107,7 @@ def _topk_attention_expected(q, k, v, top_k, causal, scale=None):
     return _ref.attention(q64, k64, v64, mask=mask, scale=tau)
 
 
+@CHECKS.add("6.2", "topk_attention", "matches the oracle with the top-k mask", 2)
 def _topk_attention_plain(fn):
     for seed, batch, n_q, n_k, d, d_v, top_k in [(20, (), 6, 9, 4, 3, 2), (21, (2,), 33, 17, 8, 8, 5),
                                                  (22, (2, 3), 19, 45, 16, 5, 7), (23, (), 5, 4, 4, 2, 1),
@@ -112,6 +118,7 @@ def _topk_attention_plain(fn):
                      context=call_repr("topk_attention", q, k, v, top_k=top_k) + " (default scale 1/sqrt(d))")
 
 
+@CHECKS.add("6.2", "topk_attention", "causal", 1)
 def _topk_attention_causal(fn):
     for seed, batch, n, d, top_k in [(25, (), 12, 4, 3), (26, (2, 2), 37, 8, 5), (27, (), 20, 8, 1)]:
         q, k, v = _qkv(seed, batch, n, n, d, d)
@@ -121,6 +128,7 @@ def _topk_attention_causal(fn):
                      context=call_repr("topk_attention", q, k, v, top_k=top_k, causal=True))
 
 
+@CHECKS.add("6.2", "topk_attention", "explicit scale and float32", 1)
 def _topk_attention_scale_dtype(fn):
     q, k, v = _qkv(28, (2,), 11, 23, 8, 8)
     assert_close(fn(q, k, v, 4, False, 0.3), _topk_attention_expected(q, k, v, 4, False, 0.3),
@@ -154,6 +162,7 @@ def _route_compare(fn, x, cent, note):
             f"    hint: compare directions (cosine similarity), not raw dot products or distances")
 
 
+@CHECKS.add("6.3", "kmeans_route", "nearest centroid by cosine", 2)
 def _route_random(fn):
     for seed, shape, n_c in [(30, (12, 4), 3), (31, (2, 3, 25, 8), 5), (32, (40, 16), 7)]:
         rng = _rng(seed)
@@ -164,6 +173,7 @@ def _route_random(fn):
         _unchanged(before, x, "kmeans_route")
 
 
+@CHECKS.add("6.3", "kmeans_route", "ties go to the smaller id", 1)
 def _route_ties(fn):
     # Axis-aligned centroids make every cosine exact, so the ties below are exact in any implementation.
     eye = np.eye(4)
@@ -186,6 +196,7 @@ def _routing_expected(q_ids, k_ids, causal):
     return keep
 
 
+@CHECKS.add("6.4", "routing_mask", "same cluster", 1)
 def _routing_plain(fn):
     for seed, qs, ks, n_c in [(40, (9,), (9,), 3), (41, (12,), (7,), 2), (42, (2, 3, 11), (2, 3, 16), 4),
                               (43, (2, 1, 8), (1, 3, 8), 3)]:
@@ -195,6 +206,7 @@ def _routing_plain(fn):
                     call_repr("routing_mask", q_ids, k_ids) + " (rows are queries, columns keys)")
 
 
+@CHECKS.add("6.4", "routing_mask", "causal", 1)
 def _routing_causal(fn):
     for seed, qs, ks, n_c in [(44, (10,), (10,), 2), (45, (2, 13), (2, 13), 3), (46, (9,), (5,), 2),
                               (47, (5,), (9,), 2)]:
@@ -210,6 +222,7 @@ def _entropy_expected(p):
     return entr(np.asarray(p, dtype=np.float64)).sum(axis=-1)
 
 
+@CHECKS.add("6.5", "row_entropy", "entropy in nats", 2)
 def _entropy_random(fn):
     for seed, shape in [(50, (1, 5)), (51, (7, 13)), (52, (2, 3, 17, 33))]:
         s = _rng(seed).standard_normal(shape) * 2
@@ -224,6 +237,7 @@ def _entropy_random(fn):
                      context=f"uniform rows over {n} keys (entropy log {n} = {math.log(n):.6f} nats)")
 
 
+@CHECKS.add("6.5", "row_entropy", "zero probabilities give 0 log 0 = 0", 2)
 def _entropy_zeros(fn):
     for seed, shape in [(53, (9, 9)), (54, (2, 4, 21, 34))]:
         rng = _rng(seed)
@@ -264,6 +278,7 @@ def _top_mass_case(fn, p, fraction, mask, note):
                  context=call_repr("top_mass", p, fraction, **kw) + note)
 
 
+@CHECKS.add("6.6", "top_mass", "ceil of the fraction of keys", 2)
 def _top_mass_plain(fn):
     for seed, shape, fraction in [(60, (3, 13), 0.25), (61, (4, 10), 0.25), (62, (2, 3, 13), 0.75),
                                   (63, (5, 8), 1.0), (64, (2, 7, 33), 0.5), (65, (6, 3), 0.125)]:
@@ -274,6 +289,7 @@ def _top_mass_plain(fn):
         _unchanged(before, p, "top_mass")
 
 
+@CHECKS.add("6.6", "top_mass", "masked keys do not count", 2)
 def _top_mass_masked(fn):
     for seed, shape, mshape, fraction in [(66, (12, 12), (12, 12), 0.25), (67, (2, 3, 17, 17), (17, 17), 0.5),
                                           (68, (9, 14), (9, 14), 0.75)]:
@@ -288,6 +304,7 @@ def _top_mass_masked(fn):
     _top_mass_case(fn, p, 0.25, causal, " (causal rows: row i has i + 1 allowed keys)")
 
 
+@CHECKS.add("6.6", "top_mass", "decimal fractions", 1)
 def _top_mass_decimal(fn):
     # 0.07 * 100 is 7.000000000000001 in floating point: a bare ceil keeps 8 keys, not 7
     for seed, shape, fraction in [(70, (4, 30), 0.1), (71, (3, 30), 0.2), (72, (2, 100), 0.07), (73, (3, 50), 0.14),
@@ -326,6 +343,7 @@ def _l1_compare(fn, g, mask, note):
                  context=ctx)
 
 
+@CHECKS.add("6.7", "l1_gate_penalty", "mean absolute gate", 1)
 def _l1_plain(fn):
     for seed, shape in [(80, (3, 5)), (81, (2, 4, 9, 11)), (82, (1, 1))]:
         g = 1.0 / (1.0 + np.exp(-_rng(seed).standard_normal(shape) * 2))  # sigmoid gates
@@ -336,6 +354,7 @@ def _l1_plain(fn):
     _l1_compare(fn, g, None, " (negative gates count as |g|)")
 
 
+@CHECKS.add("6.7", "l1_gate_penalty", "allowed pairs only", 2)
 def _l1_masked(fn):
     n = 13
     causal = _ref.causal_mask(n, n)
@@ -379,6 +398,7 @@ def _nsa_case(fn, scores, n_select, block_size, causal, note):
                 call_repr("nsa_select_blocks", scores, n_select=n_select, block_size=block_size, causal=causal) + note)
 
 
+@CHECKS.add("6.8", "nsa_select_blocks", "best blocks", 1)
 def _nsa_plain(fn):
     for seed, shape, n_select, B in [(90, (10, 5), 2, 2), (91, (2, 3, 17, 6), 3, 3), (92, (7, 4), 1, 2),
                                      (93, (9, 3), 5, 3)]:
@@ -388,6 +408,7 @@ def _nsa_plain(fn):
     _nsa_case(fn, scores, 3, 2, False, " (ties: the smaller block index wins)")
 
 
+@CHECKS.add("6.8", "nsa_select_blocks", "causal with the own block forced", 3)
 def _nsa_causal(fn):
     for seed, shape, n_select, B in [(95, (16, 4), 2, 4), (96, (2, 19, 5), 3, 4), (97, (13, 5), 1, 3),
                                      (98, (11, 4), 6, 3), (99, (2, 2, 23, 8), 4, 3)]:
@@ -399,6 +420,7 @@ def _nsa_causal(fn):
     _nsa_case(fn, scores, 2, 3, True, " (ties and causal)")
 
 
+@CHECKS.add("6.8", "nsa_select_blocks", "agrees with the library on compressed scores", 1)
 def _nsa_library(fn):
     """On compressed-attention probabilities, the answer equals the library's NSA selection."""
     for seed, n, d, B, n_select, causal in [(101, 45, 8, 8, 3, False), (102, 45, 8, 8, 3, True),
@@ -415,32 +437,3 @@ def _nsa_library(fn):
         _check_mask(fn(probs, n_select, B, causal), expected, "nsa_select_blocks",
                     call_repr("nsa_select_blocks", probs, n_select=n_select, block_size=B, causal=causal)
                     + " (scores = compressed-branch probabilities, compared with sparse_core.approx.nsa)")
-
-
-CHAPTER = Chapter(
-    number=6,
-    slug="ch06_content",
-    title="Content-based sparsity: top-k, routing, learned masks and NSA",
-    checks=(
-        Check("6.1", "topk_mask", "largest scores per row", 2, _topk_random),
-        Check("6.1", "topk_mask", "ties go to the smaller index", 1, _topk_ties),
-        Check("6.1", "topk_mask", "causal rows", 2, _topk_causal),
-        Check("6.2", "topk_attention", "matches the oracle with the top-k mask", 2, _topk_attention_plain),
-        Check("6.2", "topk_attention", "causal", 1, _topk_attention_causal),
-        Check("6.2", "topk_attention", "explicit scale and float32", 1, _topk_attention_scale_dtype),
-        Check("6.3", "kmeans_route", "nearest centroid by cosine", 2, _route_random),
-        Check("6.3", "kmeans_route", "ties go to the smaller id", 1, _route_ties),
-        Check("6.4", "routing_mask", "same cluster", 1, _routing_plain),
-        Check("6.4", "routing_mask", "causal", 1, _routing_causal),
-        Check("6.5", "row_entropy", "entropy in nats", 2, _entropy_random),
-        Check("6.5", "row_entropy", "zero probabilities give 0 log 0 = 0", 2, _entropy_zeros),
-        Check("6.6", "top_mass", "ceil of the fraction of keys", 2, _top_mass_plain),
-        Check("6.6", "top_mass", "masked keys do not count", 2, _top_mass_masked),
-        Check("6.6", "top_mass", "decimal fractions", 1, _top_mass_decimal),
-        Check("6.7", "l1_gate_penalty", "mean absolute gate", 1, _l1_plain),
-        Check("6.7", "l1_gate_penalty", "allowed pairs only", 2, _l1_masked),
-        Check("6.8", "nsa_select_blocks", "best blocks", 1, _nsa_plain),
-        Check("6.8", "nsa_select_blocks", "causal with the own block forced", 3, _nsa_causal),
-        Check("6.8", "nsa_select_blocks", "agrees with the library on compressed scores", 1, _nsa_library),
-    ),
-)

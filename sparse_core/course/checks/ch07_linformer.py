@@ -18,8 +18,10 @@ import torch
 
 from ...attention import reference as _ref
 from ...approx.linformer import linformer_attention as _lib_linformer
-from ..compare import as_array, assert_close, call_repr
-from . import Chapter, Check
+from ..compare import as_array, assert_close, assert_counts_equal, call_repr
+from . import CheckList
+
+CHECKS = CheckList()
 
 ATOL64 = 1e-10
 ATOL32 = 2e-5
@@ -63,11 +65,13 @@ def _lin_case(fn, seed, batch, n, d, d_v, k_proj, seq_len, e_lead=(), n_q=None, 
     assert_close(got, _lin_expected(q, k, v, E, F, scale), what="linformer_attention", atol=atol, context=ctx)
 
 
+@CHECKS.add("7.1", "linformer_attention", "matches the oracle on projected keys and values", 2)
 def _lin_basic(fn):
     for seed, batch, n, d, d_v, k_proj in [(0, (), 9, 4, 3, 4), (1, (2,), 37, 8, 8, 5), (2, (2, 3), 50, 16, 6, 12)]:
         _lin_case(fn, seed, batch, n, d, d_v, k_proj, seq_len=n)
 
 
+@CHECKS.add("7.1", "linformer_attention", "per-head projections, seq_len > n, shared E = F", 2)
 def _lin_per_head_and_seq_len(fn):
     # one E, F per head (broadcast over the batch), and projections built for longer sequences
     _lin_case(fn, 3, (2, 3), 21, 8, 8, 6, seq_len=21, e_lead=(3,))
@@ -76,6 +80,7 @@ def _lin_per_head_and_seq_len(fn):
     _lin_case(fn, 6, (2,), 17, 8, 8, 17, seq_len=17, shared=True)  # E = F (sharing="kv")
 
 
+@CHECKS.add("7.1", "linformer_attention", "explicit scale, float32, identity projection, large scores", 1)
 def _lin_scale_and_library(fn):
     _lin_case(fn, 7, (2,), 19, 8, 8, 6, seq_len=25, scale=0.37)
     _lin_case(fn, 8, (2, 2), 30, 16, 16, 8, seq_len=30, n_q=13)  # cross-length queries
@@ -123,6 +128,7 @@ def _energy_compare(fn, s, fraction, expected=None, note=""):
             f"    cumulative energy fractions of the sorted values: {np.array2string(frac[:10], precision=4)}")
 
 
+@CHECKS.add("7.2", "energy_rank", "random spectra", 1)
 def _energy_random(fn):
     for seed, m in [(20, 5), (21, 64), (22, 128)]:
         rng = _rng(seed)
@@ -131,6 +137,7 @@ def _energy_random(fn):
             _energy_compare(fn, s, fraction)
 
 
+@CHECKS.add("7.2", "energy_rank", "unsorted values, exact ties, zeros", 2)
 def _energy_unsorted_and_ties(fn):
     rng = _rng(23)
     s = rng.permutation(np.linspace(0.1, 4.0, 40) ** 3)
@@ -145,6 +152,7 @@ def _energy_unsorted_and_ties(fn):
     _energy_compare(fn, np.array([2.0, 2.0, 2.0, 2.0]), 0.6, expected=3, note=" (a flat spectrum)")
 
 
+@CHECKS.add("7.2", "energy_rank", "a softmax spectrum and bad fractions", 1)
 def _energy_attention_spectrum(fn):
     # the spectrum of a real softmax matrix: one dominant value (rows sum to 1), then a tail
     rng = _rng(24)
@@ -188,11 +196,13 @@ def _rank_case(fn, P, k, note=""):
     assert_close(P_k, exp_P, what="best_rank_k: P_k", atol=1e-9 * scale, context=ctx)
 
 
+@CHECKS.add("7.3", "best_rank_k", "square and rectangular matrices", 2)
 def _rank_random(fn):
     for seed, shape, k in [(30, (6, 6), 2), (31, (12, 7), 3), (32, (7, 12), 5), (33, (20, 20), 1)]:
         _rank_case(fn, _rng(seed).standard_normal(shape), k)
 
 
+@CHECKS.add("7.3", "best_rank_k", "batches of attention matrices", 1)
 def _rank_batched_attention(fn):
     rng = _rng(34)
     P = _ref.masked_softmax(rng.standard_normal((2, 3, 33, 33)) * 2)  # batch x heads of attention matrices
@@ -202,6 +212,7 @@ def _rank_batched_attention(fn):
     _rank_case(fn, P, 6, note=" (a batch of 4 rectangular matrices)")
 
 
+@CHECKS.add("7.3", "best_rank_k", "k = 0, k >= min(m, n), exactly low-rank input", 1)
 def _rank_edges(fn):
     rng = _rng(35)
     P = rng.standard_normal((3, 8, 5))
@@ -224,6 +235,7 @@ def _jl_get(fn, n, k, seed):
     return E, ctx
 
 
+@CHECKS.add("7.4", "jl_projection", "shape and the generator", 1)
 def _jl_shape_and_rng(fn):
     for n, k in [(5, 3), (3, 5), (128, 32)]:
         E1, ctx = _jl_get(fn, n, k, 40)
@@ -242,6 +254,7 @@ def _jl_shape_and_rng(fn):
                              "draw from `rng` (it advances), do not re-seed")
 
 
+@CHECKS.add("7.4", "jl_projection", "mean 0, variance 1/k, Gaussian", 2)
 def _jl_moments(fn):
     # ~10^6 entries: the variance estimate has relative standard deviation ~0.0014; we allow 2%
     for n, k, seed in [(4000, 250, 43), (250, 4000, 44), (2048, 512, 45)]:
@@ -259,6 +272,7 @@ def _jl_moments(fn):
                                  "deviation; a Gaussian has 0.683 (use independent normal entries)")
 
 
+@CHECKS.add("7.4", "jl_projection", "norms are preserved on average", 1)
 def _jl_norms(fn):
     # E ||E^T x||^2 = ||x||^2 for every fixed x, so the average over many x is close to 1
     n, k = 1000, 200
@@ -286,49 +300,19 @@ def _flops_expected(n, k, d, d_v, n_heads, batch):
 
 
 def _flops_compare(fn, args, kwargs):
-    got = fn(*args, **kwargs)
-    ctx = call_repr("linformer_flops", *args, **kwargs)
-    if not isinstance(got, dict):
-        raise AssertionError(f"linformer_flops: expected a dict, got {type(got).__name__} for {ctx}")
     expected = _flops_expected(*args, kwargs.get("d_v"), kwargs.get("n_heads", 1), kwargs.get("batch", 1))
-    for key, value in expected.items():
-        if key not in got:
-            raise AssertionError(f"linformer_flops: missing key {key!r} for {ctx}")
-        if got[key] != value:
-            raise AssertionError(f"linformer_flops[{key!r}] for {ctx}\n    yours:    {got[key]}\n    expected: {value}")
+    assert_counts_equal(fn(*args, **kwargs), expected, what="linformer_flops",
+                        context=call_repr("linformer_flops", *args, **kwargs))
 
 
+@CHECKS.add("7.5", "linformer_flops", "one head", 1)
 def _flops_single(fn):
     for args, kwargs in [((8, 2, 4), {}), ((512, 128, 64), {}), ((1000, 256, 64), {"d_v": 32}), ((7, 9, 3), {"d_v": 5})]:
         _flops_compare(fn, args, kwargs)
 
 
+@CHECKS.add("7.5", "linformer_flops", "heads, batch and d_v", 1)
 def _flops_heads(fn):
     for args, kwargs in [((4096, 256, 64), {"n_heads": 12, "batch": 2}), ((100, 10, 8), {"d_v": 16, "n_heads": 3}),
                          ((65536, 256, 128), {"n_heads": 16, "batch": 8})]:
         _flops_compare(fn, args, kwargs)
-
-
-CHAPTER = Chapter(
-    number=7,
-    slug="ch07_linformer",
-    title="Linformer: is attention low-rank?",
-    checks=(
-        Check("7.1", "linformer_attention", "matches the oracle on projected keys and values", 2, _lin_basic),
-        Check("7.1", "linformer_attention", "per-head projections, seq_len > n, shared E = F", 2,
-              _lin_per_head_and_seq_len),
-        Check("7.1", "linformer_attention", "explicit scale, float32, identity projection, large scores", 1,
-              _lin_scale_and_library),
-        Check("7.2", "energy_rank", "random spectra", 1, _energy_random),
-        Check("7.2", "energy_rank", "unsorted values, exact ties, zeros", 2, _energy_unsorted_and_ties),
-        Check("7.2", "energy_rank", "a softmax spectrum and bad fractions", 1, _energy_attention_spectrum),
-        Check("7.3", "best_rank_k", "square and rectangular matrices", 2, _rank_random),
-        Check("7.3", "best_rank_k", "batches of attention matrices", 1, _rank_batched_attention),
-        Check("7.3", "best_rank_k", "k = 0, k >= min(m, n), exactly low-rank input", 1, _rank_edges),
-        Check("7.4", "jl_projection", "shape and the generator", 1, _jl_shape_and_rng),
-        Check("7.4", "jl_projection", "mean 0, variance 1/k, Gaussian", 2, _jl_moments),
-        Check("7.4", "jl_projection", "norms are preserved on average", 1, _jl_norms),
-        Check("7.5", "linformer_flops", "one head", 1, _flops_single),
-        Check("7.5", "linformer_flops", "heads, batch and d_v", 1, _flops_heads),
-    ),
-)

@@ -17,7 +17,9 @@ import numpy as np
 
 from ...bench.timing import peak_traced_bytes
 from ..compare import as_array, assert_close, call_repr
-from . import Chapter, Check
+from . import CheckList
+
+CHECKS = CheckList()
 
 ATOL = 1e-10  # float64 everywhere: only rounding may differ
 ATOL_BIG = 1e-8  # scores in the thousands: exponents of size ~1e3 carry ~1e-13 relative rounding
@@ -58,6 +60,7 @@ def _positive_case(fn, x, w, shift=None, atol=ATOL, rtol=1e-10, note=""):
     assert_close(got, expected, what="positive_features", atol=atol, rtol=rtol, context=ctx + note)
 
 
+@CHECKS.add("8.1", "positive_features", "formula for several shapes and m", 2)
 def _positive_formula(fn):
     # m < d, m = d, m > d and not a multiple; leading batch and head axes
     for seed, lead, n, d, m in [(0, (), 5, 4, 3), (1, (), 9, 8, 8), (2, (2,), 7, 6, 13), (3, (2, 3), 11, 16, 40)]:
@@ -65,6 +68,7 @@ def _positive_formula(fn):
         _positive_case(fn, x, _gauss_w(seed, m, d))
 
 
+@CHECKS.add("8.1", "positive_features", "scalar, per-row and per-feature shifts", 1)
 def _positive_shifts(fn):
     rng = _rng(4)
     x = rng.standard_normal((2, 9, 6))
@@ -74,6 +78,7 @@ def _positive_shifts(fn):
         _positive_case(fn, x, w, shift)
 
 
+@CHECKS.add("8.1", "positive_features", "exponents near -1000 with a cancelling shift", 1)
 def _positive_large(fn):
     # |x|^2 / 2 ~ 1000: exp(w.x - |x|^2/2) alone underflows to 0; shifted, the row maxima are exactly 1/sqrt(m)
     rng = _rng(5)
@@ -106,18 +111,21 @@ def _trig_case(fn, x, w, note=""):
     assert_close(got, expected, what="trig_features", atol=ATOL, rtol=1e-10, context=ctx)
 
 
+@CHECKS.add("8.2", "trig_features", "formula, sines then cosines", 2)
 def _trig_formula(fn):
     for seed, lead, n, d, m in [(6, (), 5, 4, 3), (7, (), 10, 8, 8), (8, (2, 3), 7, 16, 21)]:
         x = _rng(seed).standard_normal(lead + (n, d)) * 0.6
         _trig_case(fn, x, _gauss_w(seed, m, d), " (sines first, then cosines)")
 
 
+@CHECKS.add("8.2", "trig_features", "one feature and x = 0", 1)
 def _trig_one_feature(fn):
     rng = _rng(9)
     _trig_case(fn, rng.standard_normal((4, 3)), _gauss_w(9, 1, 3), " (m = 1)")
     _trig_case(fn, np.zeros((2, 5)), _gauss_w(10, 4, 5), " (x = 0: sin 0 = 0, cos 0 = 1)")
 
 
+@CHECKS.add("8.2", "trig_features", "feature products estimate the softmax kernel", 1)
 def _trig_kernel(fn):
     # order-free: phi(x) . phi(y) = exp((|x|^2 + |y|^2)/2) / m * sum_r cos(w_r . (x - y))
     rng = _rng(11)
@@ -144,6 +152,7 @@ def _draw(fn, m, d, seed):
     return got.astype(np.float64), ctx
 
 
+@CHECKS.add("8.3", "orthogonal_gaussian", "shape and the given generator", 1)
 def _ortho_generator(fn):
     a, ctx = _draw(fn, 20, 6, 0)
     b, _ = _draw(fn, 20, 6, 0)
@@ -159,6 +168,7 @@ def _unit(w):
     return w / np.linalg.norm(w, axis=1, keepdims=True)
 
 
+@CHECKS.add("8.3", "orthogonal_gaussian", "orthogonal rows within blocks, fresh blocks", 2)
 def _ortho_blocks(fn):
     for m, d, seed in [(8, 8, 2), (24, 8, 3), (21, 8, 4), (5, 8, 5), (40, 3, 6), (7, 1, 7)]:
         w, ctx = _draw(fn, m, d, seed)
@@ -184,6 +194,7 @@ def _ks_chi(norms: np.ndarray, d: int) -> float:
     return float(max((k / x.size - cdf).max(), (cdf - (k - 1) / x.size).max()))
 
 
+@CHECKS.add("8.3", "orthogonal_gaussian", "chi-distributed row norms", 2)
 def _ortho_norms(fn):
     # KS bound c/sqrt(N) with c = 3.8: false alarm 2 exp(-2 c^2) ~ 6e-13
     for m, d, seed in [(4096, 16, 8), (1000, 5, 9)]:
@@ -200,6 +211,7 @@ def _ortho_norms(fn):
                 f"    norms of your first rows: {np.array2string(norms[:6], precision=3)}")
 
 
+@CHECKS.add("8.3", "orthogonal_gaussian", "uniformly distributed directions", 1)
 def _ortho_directions(fn):
     # row p of every block: mean unit vector ~ 0 (Haar); plain Householder QR biases coordinate p
     for m, d, seed in [(4096, 16, 12), (2000, 5, 13)]:
@@ -240,34 +252,46 @@ def _qkvw(seed, lead, n_q, n_k, d, dv, m, norm=None, mixed=False):
     return q, k, v, _gauss_w(seed, m, d)
 
 
-def _favor_case(fn, q, k, v, w, scale=None, atol=ATOL, note=""):
+def _estimate_call(fn, name, q, k, v, w, scale=None, **extra):
+    """``fn(q, k, v, w, *extra[, scale])`` and how it was called (the extra arguments are positional)."""
+    named = dict(extra) if scale is None else dict(extra, scale=scale)
+    return fn(q, k, v, w, *named.values()), call_repr(name, q, k, v, w, **named)
+
+
+def _estimate_case(fn, name, causal, q, k, v, w, scale=None, **extra):
+    """Call ``fn``; require its inputs unchanged and the reference's shape: (yours, expected, context)."""
     ins = [a.copy() for a in (q, k, v, w)]
-    if scale is None:
-        got, ctx = fn(q, k, v, w), call_repr("favor_attention", q, k, v, w)
-    else:
-        got, ctx = fn(q, k, v, w, scale), call_repr("favor_attention", q, k, v, w, scale=scale)
+    got, ctx = _estimate_call(fn, name, q, k, v, w, scale, **extra)
     if not all(np.array_equal(a, b) for a, b in zip(ins, (q, k, v, w))):
-        raise AssertionError("favor_attention: your function modified its inputs in place; work on a copy")
-    got = as_array(got, "favor_attention")
-    expected = _reference(q, k, v, w, scale, False)
-    _shape_ok(got, expected.shape, "favor_attention", ctx)
+        raise AssertionError(f"{name}: your function modified its inputs in place; work on a copy")
+    got = as_array(got, name)
+    expected = _reference(q, k, v, w, scale, causal)
+    _shape_ok(got, expected.shape, name, ctx)
+    return got, expected, ctx
+
+
+def _favor_case(fn, q, k, v, w, scale=None, atol=ATOL, note=""):
+    got, expected, ctx = _estimate_case(fn, "favor_attention", False, q, k, v, w, scale)
     if not np.all(np.isfinite(got)):
         raise AssertionError(f"favor_attention for {ctx}{note}: {int((~np.isfinite(got)).sum())} entries are inf or NaN "
                              "(0/0 after exp underflowed?). Use the shifts c_r and M_i of the docstring.")
     assert_close(got, expected, what="favor_attention", atol=atol, context=ctx + note)
 
 
+@CHECKS.add("8.4", "favor_attention", "equals the FAVOR+ estimate", 3)
 def _favor_random(fn):
     for seed, lead, n_q, n_k, d, dv, m in [(20, (), 7, 7, 4, 4, 6), (21, (), 13, 29, 8, 3, 8), (22, (2,), 33, 17, 16, 16, 40),
                                            (23, (2, 3), 20, 37, 16, 8, 5)]:
         _favor_case(fn, *_qkvw(seed, lead, n_q, n_k, d, dv, m))
 
 
+@CHECKS.add("8.4", "favor_attention", "explicit scale", 1)
 def _favor_scale(fn):
     for seed, scale in [(24, 0.3), (25, 1.0)]:
         _favor_case(fn, *_qkvw(seed, (2,), 11, 19, 8, 5, 12), scale=scale)
 
 
+@CHECKS.add("8.4", "favor_attention", "scores in the thousands", 2)
 def _favor_large(fn):
     # scores tau q.k up to ~2000: exponents ~ -1000 underflow unless shifted; mixed key norms defeat one global key shift
     for seed, norm, mixed in [(26, 90.0, False), (27, 90.0, True), (28, 60.0, True)]:
@@ -275,6 +299,7 @@ def _favor_large(fn):
                     note=f" (|q| = |k| = {norm:g}{', key norms scaled 0.1 .. 1' if mixed else ''})")
 
 
+@CHECKS.add("8.4", "favor_attention", "linear memory", 1)
 def _favor_memory(fn):
     n, d, m = 2048, 16, 16
     q, k, v, w = _qkvw(29, (), n, n, d, d, m)
@@ -287,19 +312,11 @@ def _favor_memory(fn):
 
 
 def _causal_call(fn, q, k, v, w, chunk, scale=None):
-    if scale is None:
-        return fn(q, k, v, w, chunk), call_repr("causal_favor", q, k, v, w, chunk=chunk)
-    return fn(q, k, v, w, chunk, scale), call_repr("causal_favor", q, k, v, w, chunk=chunk, scale=scale)
+    return _estimate_call(fn, "causal_favor", q, k, v, w, scale, chunk=chunk)
 
 
 def _causal_case(fn, q, k, v, w, chunk, scale=None, atol=ATOL, note=""):
-    ins = [a.copy() for a in (q, k, v, w)]
-    got, ctx = _causal_call(fn, q, k, v, w, chunk, scale)
-    if not all(np.array_equal(a, b) for a, b in zip(ins, (q, k, v, w))):
-        raise AssertionError("causal_favor: your function modified its inputs in place; work on a copy")
-    got = as_array(got, "causal_favor")
-    expected = _reference(q, k, v, w, scale, True)
-    _shape_ok(got, expected.shape, "causal_favor", ctx)
+    got, expected, ctx = _estimate_case(fn, "causal_favor", True, q, k, v, w, scale, chunk=chunk)
     if not np.all(np.isfinite(got)):
         bad = np.argwhere(~np.isfinite(got))[0]
         raise AssertionError(f"causal_favor for {ctx}{note}: {int((~np.isfinite(got)).sum())} entries are inf or NaN "
@@ -307,6 +324,7 @@ def _causal_case(fn, q, k, v, w, chunk, scale=None, atol=ATOL, note=""):
     assert_close(got, expected, what="causal_favor", atol=atol, context=ctx + note)
 
 
+@CHECKS.add("8.5", "causal_favor", "equals the causal FAVOR+ estimate", 3)
 def _causal_random(fn):
     # chunk sizes: not dividing n, dividing n, 1, larger than n; leading axes; d_v != d
     for seed, lead, n, d, dv, m, chunk in [(30, (), 37, 16, 8, 24, 8), (31, (2, 3), 50, 16, 16, 48, 64),
@@ -318,6 +336,7 @@ def _causal_random(fn):
     _causal_case(fn, q, k, v, w, 6, scale=0.3)
 
 
+@CHECKS.add("8.5", "causal_favor", "exactly causal", 2)
 def _causal_exact(fn):
     # changing positions >= t must leave outputs < t bit-for-bit unchanged
     q, k, v, w = _qkvw(36, (2, 2), 45, 45, 16, 8, 32)
@@ -341,6 +360,7 @@ def _causal_exact(fn):
                                  "output at positions >= t")
 
 
+@CHECKS.add("8.5", "causal_favor", "scores in the thousands", 1)
 def _causal_large(fn):
     for seed, norm, mixed, chunk in [(40, 90.0, False, 8), (41, 60.0, True, 5)]:
         q, k, v, w = _qkvw(seed, (2,), 29, 29, 8, 4, 16, norm=norm, mixed=mixed)
@@ -348,6 +368,7 @@ def _causal_large(fn):
                      note=f" (|q| = |k| = {norm:g}{', key norms scaled 0.1 .. 1' if mixed else ''})")
 
 
+@CHECKS.add("8.5", "causal_favor", "chunked memory", 1)
 def _causal_memory(fn):
     n, d, m, chunk = 2048, 16, 16, 64
     q, k, v, w = _qkvw(42, (), n, n, d, d, m)
@@ -357,30 +378,3 @@ def _causal_memory(fn):
         raise AssertionError(f"causal_favor: peak extra memory {peak / 2**20:.1f} MiB for n = {n}, m = {m}, chunk = {chunk}; "
                              f"one float64 n x n matrix is {n * n * 8 / 2**20:.0f} MiB. Carry the [m, d_v] state across "
                              "chunks; only a chunk x chunk block may be built.")
-
-
-CHAPTER = Chapter(
-    number=8,
-    slug="ch08_performer",
-    title="Performer: softmax attention with random features",
-    checks=(
-        Check("8.1", "positive_features", "formula for several shapes and m", 2, _positive_formula),
-        Check("8.1", "positive_features", "scalar, per-row and per-feature shifts", 1, _positive_shifts),
-        Check("8.1", "positive_features", "exponents near -1000 with a cancelling shift", 1, _positive_large),
-        Check("8.2", "trig_features", "formula, sines then cosines", 2, _trig_formula),
-        Check("8.2", "trig_features", "one feature and x = 0", 1, _trig_one_feature),
-        Check("8.2", "trig_features", "feature products estimate the softmax kernel", 1, _trig_kernel),
-        Check("8.3", "orthogonal_gaussian", "shape and the given generator", 1, _ortho_generator),
-        Check("8.3", "orthogonal_gaussian", "orthogonal rows within blocks, fresh blocks", 2, _ortho_blocks),
-        Check("8.3", "orthogonal_gaussian", "chi-distributed row norms", 2, _ortho_norms),
-        Check("8.3", "orthogonal_gaussian", "uniformly distributed directions", 1, _ortho_directions),
-        Check("8.4", "favor_attention", "equals the FAVOR+ estimate", 3, _favor_random),
-        Check("8.4", "favor_attention", "explicit scale", 1, _favor_scale),
-        Check("8.4", "favor_attention", "scores in the thousands", 2, _favor_large),
-        Check("8.4", "favor_attention", "linear memory", 1, _favor_memory),
-        Check("8.5", "causal_favor", "equals the causal FAVOR+ estimate", 3, _causal_random),
-        Check("8.5", "causal_favor", "exactly causal", 2, _causal_exact),
-        Check("8.5", "causal_favor", "scores in the thousands", 1, _causal_large),
-        Check("8.5", "causal_favor", "chunked memory", 1, _causal_memory),
-    ),
-)

@@ -16,7 +16,9 @@ import torch
 
 from ...models.gpt_neox import GPTNeoX, forward_flops, preset
 from ..compare import as_array, assert_close, call_repr, describe
-from . import Chapter, Check
+from . import CheckList
+
+CHECKS = CheckList()
 
 ATOL64 = 1e-10
 
@@ -74,6 +76,7 @@ def _rope_case(fn, x, offset, pct, base, atol=ATOL64, dtype=torch.float64):
                  + f" (rotary dims r = {r} of d = {x.shape[-1]})")
 
 
+@CHECKS.add("9.1", "partial_rotary", "Pythia rotary on a quarter of the head", 2)
 def _rope_pythia(fn):
     # Pythia's setting: 25% of a head, base 10000; several heads and batches, offsets as in decoding
     for seed, shape, offset in [(0, (5, 16), 0), (1, (2, 3, 37, 64), 0), (2, (4, 19, 32), 11), (3, (3, 8), 250)]:
@@ -81,6 +84,7 @@ def _rope_pythia(fn):
         _rope_case(fn, x, offset, 0.25, 10000.0)
 
 
+@CHECKS.add("9.1", "partial_rotary", "other fractions and bases", 1)
 def _rope_fraction_and_base(fn):
     for seed, shape, offset, pct, base in [(4, (2, 9, 16), 3, 0.5, 10000.0), (5, (11, 8), 0, 1.0, 10000.0),
                                            (6, (2, 13, 32), 5, 0.25, 500.0), (7, (7, 24), 2, 0.25, 10.0),
@@ -89,6 +93,7 @@ def _rope_fraction_and_base(fn):
         _rope_case(fn, x, offset, pct, base)
 
 
+@CHECKS.add("9.1", "partial_rotary", "equals the float32 model", 1)
 def _rope_float32_model(fn):
     # the unmodified model in float32 (its own float32 frequencies): tolerance for float32 rounding
     for seed, shape, offset in [(9, (2, 4, 33, 64), 0), (10, (17, 16), 40)]:
@@ -134,16 +139,19 @@ def _block_case(fn, parallel: bool, seed: int, batch: int, n: int):
         raise AssertionError(f"gpt_neox_block: each sublayer must be called exactly once; your calls: {calls}")
 
 
+@CHECKS.add("9.2", "gpt_neox_block", "parallel residual equals the model layer", 2)
 def _block_parallel(fn):
     for seed, b, n in [(0, 2, 9), (1, 1, 33)]:
         _block_case(fn, True, seed, b, n)
 
 
+@CHECKS.add("9.2", "gpt_neox_block", "sequential residual equals the model layer", 1)
 def _block_sequential(fn):
     for seed, b, n in [(2, 2, 9), (3, 3, 17)]:
         _block_case(fn, False, seed, b, n)
 
 
+@CHECKS.add("9.2", "gpt_neox_block", "plain functions", 1)
 def _block_numpy(fn):
     # plain functions on numpy arrays: every sublayer different, none linear in the same way
     x = np.array([[0.5, -1.0, 2.0]])
@@ -174,6 +182,7 @@ def _ppl_cases(fn, cases):
                       f"batch_losses={np.round(losses, 4).tolist()}, batch_tokens={list(tokens)} ({note})")
 
 
+@CHECKS.add("9.3", "perplexity", "equal batches", 1)
 def _ppl_equal_batches(fn):
     rng = _rng(30)
     _ppl_cases(fn, [([math.log(8.0)], [512], "one batch: perplexity 8"),
@@ -181,6 +190,7 @@ def _ppl_equal_batches(fn):
                     (rng.uniform(4.0, 9.0, 12), [2048] * 12, "losses up to 9 nats")])
 
 
+@CHECKS.add("9.3", "perplexity", "unequal batches", 2)
 def _ppl_unequal_batches(fn):
     rng = _rng(31)
     _ppl_cases(fn, [([math.log(4.0), math.log(16.0)], [300, 100], "the last batch is smaller"),
@@ -211,6 +221,7 @@ def _lat_case(fn, times, losses, t, note):
                  context=ctx)
 
 
+@CHECKS.add("9.4", "loss_at_time", "interpolation inside the run", 2)
 def _lat_inside(fn):
     _lat_case(fn, [10.0, 20.0, 40.0], [6.0, 5.0, 4.0], [10.0, 12.5, 20.0, 25.0, 39.0, 40.0], "inside and at the ends")
     rng = _rng(40)
@@ -219,11 +230,13 @@ def _lat_inside(fn):
     _lat_case(fn, times, losses, rng.uniform(times[0], times[-1], 25), "random times, unsorted t")
 
 
+@CHECKS.add("9.4", "loss_at_time", "NaN outside the run", 1)
 def _lat_outside(fn):
     _lat_case(fn, [10.0, 20.0, 40.0], [6.0, 5.0, 4.0], [0.0, 5.0, 15.0, 41.0, 100.0], "before the first and after the last")
     _lat_case(fn, [3.0], [5.5], [2.0, 3.0, 4.0], "a single evaluation")
 
 
+@CHECKS.add("9.4", "loss_at_time", "scalar time", 1)
 def _lat_scalar(fn):
     got = as_array(fn(np.array([1.0, 3.0]), np.array([2.0, 4.0]), 2.5), "loss_at_time")
     _close_scalar(got.reshape(()) if got.size == 1 else got, 3.5, "loss_at_time", "a scalar t = 2.5 between (1, 2) and (3, 4)")
@@ -244,17 +257,20 @@ def _frac_case(fn, preset_name, n, pairs=None, **over):
                   f"{'' if pairs is not None else ', causal dense'})", rtol=1e-9)
 
 
+@CHECKS.add("9.5", "attention_flop_fraction", "causal dense attention", 2)
 def _frac_dense(fn):
     for name, n in [("pythia-70m", 512), ("pythia-70m", 2048), ("tiny", 1024), ("pythia-160m", 4096), ("small", 1)]:
         _frac_case(fn, name, n)
 
 
+@CHECKS.add("9.5", "attention_flop_fraction", "given kept pairs", 1)
 def _frac_sparse(fn):
     for name, n, pairs in [("pythia-70m", 2048, 2048 * 256), ("tiny", 512, 0), ("small", 1024, 1024 * 1024),
                            ("tiny", 300, 12345.5)]:
         _frac_case(fn, name, n, pairs)
 
 
+@CHECKS.add("9.5", "attention_flop_fraction", "every size matters", 1)
 def _frac_shapes(fn):
     # layers, MLP width and vocabulary each change the answer
     for over in [dict(num_layers=1), dict(intermediate_size=64), dict(vocab_size=50), dict(hidden_size=256, num_heads=2)]:
@@ -268,46 +284,23 @@ def _amdahl_expected(f, s):
     return 1.0 / ((1.0 - f) + f / s)
 
 
+@CHECKS.add("9.6", "amdahl_speedup", "scalars", 2)
 def _amdahl_scalars(fn):
     for f, s in [(0.5, 2.0), (0.1, 4.0), (0.9, 10.0), (0.0, 3.0), (1.0, 3.0), (0.25, 1.0), (0.3, 0.5)]:
         _close_scalar(fn(f, s), float(_amdahl_expected(f, s)), "amdahl_speedup", f"fraction={f}, part_speedup={s}")
 
 
+@CHECKS.add("9.6", "amdahl_speedup", "infinite part speed-up", 1)
 def _amdahl_limits(fn):
     for f in (0.034, 0.12, 0.5):
         _close_scalar(fn(f, math.inf), 1.0 / (1.0 - f), "amdahl_speedup",
                       f"fraction={f}, part_speedup=inf (the ceiling 1 / (1 - f))")
 
 
+@CHECKS.add("9.6", "amdahl_speedup", "broadcast arrays", 1)
 def _amdahl_arrays(fn):
     f = np.array([[0.05], [0.2], [0.6]])
     s = np.array([1.5, 2.0, 8.0, np.inf])
     got = as_array(fn(f, s), "amdahl_speedup")
     assert_close(got, _amdahl_expected(f, s), what="amdahl_speedup", atol=ATOL64,
                  context="fraction float64[3, 1], part_speedup float64[4] (broadcast to [3, 4])")
-
-
-CHAPTER = Chapter(
-    number=9,
-    slug="ch09_case_study",
-    title="The case study: a Pythia-style model with block-sparse attention",
-    checks=(
-        Check("9.1", "partial_rotary", "Pythia rotary on a quarter of the head", 2, _rope_pythia),
-        Check("9.1", "partial_rotary", "other fractions and bases", 1, _rope_fraction_and_base),
-        Check("9.1", "partial_rotary", "equals the float32 model", 1, _rope_float32_model),
-        Check("9.2", "gpt_neox_block", "parallel residual equals the model layer", 2, _block_parallel),
-        Check("9.2", "gpt_neox_block", "sequential residual equals the model layer", 1, _block_sequential),
-        Check("9.2", "gpt_neox_block", "plain functions", 1, _block_numpy),
-        Check("9.3", "perplexity", "equal batches", 1, _ppl_equal_batches),
-        Check("9.3", "perplexity", "unequal batches", 2, _ppl_unequal_batches),
-        Check("9.4", "loss_at_time", "interpolation inside the run", 2, _lat_inside),
-        Check("9.4", "loss_at_time", "NaN outside the run", 1, _lat_outside),
-        Check("9.4", "loss_at_time", "scalar time", 1, _lat_scalar),
-        Check("9.5", "attention_flop_fraction", "causal dense attention", 2, _frac_dense),
-        Check("9.5", "attention_flop_fraction", "given kept pairs", 1, _frac_sparse),
-        Check("9.5", "attention_flop_fraction", "every size matters", 1, _frac_shapes),
-        Check("9.6", "amdahl_speedup", "scalars", 2, _amdahl_scalars),
-        Check("9.6", "amdahl_speedup", "infinite part speed-up", 1, _amdahl_limits),
-        Check("9.6", "amdahl_speedup", "broadcast arrays", 1, _amdahl_arrays),
-    ),
-)

@@ -11,7 +11,9 @@ import math
 import numpy as np
 
 from ..compare import as_array, assert_close, call_repr
-from . import Chapter, Check
+from . import CheckList
+
+CHECKS = CheckList()
 
 
 def _torch():
@@ -42,6 +44,7 @@ def _scalar(value, what):
 
 # ---------------------------------------------------------------- Exercise 10.1: KL divergence
 
+@CHECKS.add("10.1", "kl_divergence", "matches the float64 KL at several temperatures", 3)
 def _kl_random(fn):
     torch = _torch()
     for seed, shape, temperature in [(0, (3, 7, 11), 1.0), (1, (64, 50), 1.0), (2, (2, 5, 9, 30), 2.0),
@@ -54,6 +57,7 @@ def _kl_random(fn):
                      + "\n    (hint: mean over tokens, times T^2; KL(teacher || student), not the reverse)")
 
 
+@CHECKS.add("10.1", "kl_divergence", "exactly zero for identical logits and the right gradient", 2)
 def _kl_zero_and_gradient(fn):
     torch = _torch()
     g = _gen(5)
@@ -76,6 +80,7 @@ def _kl_zero_and_gradient(fn):
                      atol=1e-6, rtol=1e-4, context=f"T={temperature}")
 
 
+@CHECKS.add("10.1", "kl_divergence", "finite at logits of 1e4", 2)
 def _kl_extreme(fn):
     torch = _torch()
     g = _gen(6)
@@ -131,18 +136,21 @@ def _check_freeze(fn, model, mode, what):
                                  f"{p.requires_grad}, expected {name in keep}")
 
 
+@CHECKS.add("10.2", "freeze_all_but_attention", "the attention parameters of a dense model", 2)
 def _freeze_teacher(fn):
     for seed, layers in [(0, 1), (1, 3)]:
         teacher, _ = _model(seed, layers)
         _check_freeze(fn, teacher, "attention", f"dense GPTNeoX with {layers} layers")
 
 
+@CHECKS.add("10.2", "freeze_all_but_attention", "only what the student adds", 2)
 def _freeze_student_new(fn):
     _, student = _model(2)
     _check_freeze(fn, student, "new", "student with a learned mask")
     _check_freeze(fn, student, "attention", "student with a learned mask")
 
 
+@CHECKS.add("10.2", "freeze_all_but_attention", "turns frozen parameters back on; gradients reach only them", 1)
 def _freeze_refreezes_and_grads(fn):
     torch = _torch()
     teacher, student = _model(3)
@@ -172,6 +180,7 @@ def _l1_ref(g, lam, causal):
     return lam * np.abs(g)[a].sum() / a.sum()
 
 
+@CHECKS.add("10.3", "l1_mask_penalty", "mean over the allowed pairs", 3)
 def _l1_values(fn):
     torch = _torch()
     for seed, shape, lam, causal in [(0, (5, 5), 1.0, True), (1, (2, 3, 17, 17), 0.01, True),
@@ -185,6 +194,7 @@ def _l1_values(fn):
                      + "\n    (hint: mean over the allowed pairs only; future gates are ignored when causal)")
 
 
+@CHECKS.add("10.3", "l1_mask_penalty", "gradient", 1)
 def _l1_gradient(fn):
     torch = _torch()
     g = torch.rand(2, 7, 7, generator=_gen(7), dtype=torch.float64).requires_grad_(True)
@@ -203,6 +213,7 @@ def _density_ref(g, threshold, causal):
     return float((a & (g > threshold)).sum()) / float(a.sum())
 
 
+@CHECKS.add("10.4", "gate_density", "kept pairs over allowed pairs", 2)
 def _density_values(fn):
     torch = _torch()
     for seed, shape, thr, causal in [(0, (6, 6), 0.5, True), (1, (2, 4, 19, 19), 0.3, True), (2, (3, 8, 8), 0.5, False),
@@ -217,6 +228,7 @@ def _density_values(fn):
                      context=call_repr("gate_density", g, thr, causal=causal))
 
 
+@CHECKS.add("10.4", "gate_density", "strict threshold", 1)
 def _density_strict(fn):
     torch = _torch()
     g = torch.tensor([[0.5, 1.0, 1.0], [0.7, 0.5, 1.0], [0.2, 0.51, 0.5]])
@@ -224,24 +236,3 @@ def _density_strict(fn):
     if got != 2 / 6:
         raise AssertionError(f"gate_density(g, 0.5) with gates equal to the threshold\n    yours:    {got}\n"
                              f"    expected: {2 / 6} (kept means g > threshold, strictly)")
-
-
-CHAPTER = Chapter(
-    number=10,
-    slug="ch10_distill",
-    title="Distilling sparse attention from a dense teacher",
-    checks=(
-        Check("10.1", "kl_divergence", "matches the float64 KL at several temperatures", 3, _kl_random),
-        Check("10.1", "kl_divergence", "exactly zero for identical logits and the right gradient", 2,
-              _kl_zero_and_gradient),
-        Check("10.1", "kl_divergence", "finite at logits of 1e4", 2, _kl_extreme),
-        Check("10.2", "freeze_all_but_attention", "the attention parameters of a dense model", 2, _freeze_teacher),
-        Check("10.2", "freeze_all_but_attention", "only what the student adds", 2, _freeze_student_new),
-        Check("10.2", "freeze_all_but_attention", "turns frozen parameters back on; gradients reach only them", 1,
-              _freeze_refreezes_and_grads),
-        Check("10.3", "l1_mask_penalty", "mean over the allowed pairs", 3, _l1_values),
-        Check("10.3", "l1_mask_penalty", "gradient", 1, _l1_gradient),
-        Check("10.4", "gate_density", "kept pairs over allowed pairs", 2, _density_values),
-        Check("10.4", "gate_density", "strict threshold", 1, _density_strict),
-    ),
-)
