@@ -158,9 +158,10 @@ def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, te
 # ---------------------------------------------------------------------------- configuration
 
 @dataclass
-class DistillConfig(EngineConfig):
+class DistillConfig(EngineConfig, steps=200, warmup=20, weight_decay=0.0, eval_interval=50, eval_batches=10,
+                    checkpoint_interval=50):
     """Settings of a distillation run (student, what is trained) and :class:`EngineConfig`'s
-    (schedule, evaluation; other defaults than training's)."""
+    (schedule, evaluation; with the shorter defaults given in the class line)."""
 
     student: str = "mask"
     train: str = "auto"
@@ -182,13 +183,6 @@ class DistillConfig(EngineConfig):
     window: int = 32
     stride: int = 32
     block_size: int = 32
-    # the engine's fields whose defaults differ
-    steps: int = 200
-    warmup: int = 20
-    weight_decay: float = 0.0
-    eval_interval: int = 50
-    eval_batches: int = 10
-    checkpoint_interval: int = 50
 
     POSITIVE_INTS = ("hidden", "nsa_block", "nsa_select", "chunk_size", "topk", "window", "stride", "block_size")
     NONNEGATIVE_INTS = ("nsa_window",)

@@ -88,6 +88,16 @@ class EngineConfig:
     POSITIVE_INTS = ()
     NONNEGATIVE_INTS = ()
 
+    def __init_subclass__(cls, **defaults):
+        """``class C(EngineConfig, steps=200, ...)`` gives shared fields other defaults in ``C``."""
+        super().__init_subclass__()
+        own = EngineConfig.__annotations__
+        for name, value in defaults.items():
+            if name not in own:
+                raise TypeError(f"{name!r} is not a field of EngineConfig (one of {', '.join(own)})")
+            cls.__annotations__ = {**cls.__dict__.get("__annotations__", {}), name: own[name]}
+            setattr(cls, name, value)
+
     def __post_init__(self):
         self.check()
 
