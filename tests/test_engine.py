@@ -135,3 +135,16 @@ def test_resume_refuses_other_training_data(tmp_path):
     done = train(cfg, tmp_path, resume=True, train_tokens=TOKENS, val_tokens=TOKENS[:300], progress=False,
                  log=lambda s: None)
     assert done["finished"] and done["stopped_by"] is None and len(done["history"]["train"]) == 3
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_help_documents_torchrun_and_the_exit_statuses(command, capsys):
+    from sparse_core.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in (f"torchrun --nproc_per_node N -m sparse_core {command} --out RUN", "--nnodes M", "--node_rank NODE",
+                   "--rdzv_backend c10d --rdzv_endpoint HOST:PORT", "--batch-size is the global batch", "130", "143",
+                   "--device {cpu,cuda}"):
+        assert needle in text, needle

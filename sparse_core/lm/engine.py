@@ -52,7 +52,7 @@ from .distributed import Distributed
 
 __all__ = ["EngineConfig", "Objective", "StopFlag", "fit", "lr_at", "read_checkpoint", "rng_state", "set_rng_state",
            "atomic_torch_save", "atomic_json", "peak_rss_bytes", "set_threads", "resolve_device", "CHECKPOINT",
-           "METRICS", "TOKENIZER", "RESUMABLE_CHANGES"]
+           "METRICS", "TOKENIZER", "RESUMABLE_CHANGES", "Run", "exit_status"]
 
 CHECKPOINT, METRICS, TOKENIZER = "checkpoint.pt", "metrics.json", "tokenizer.json"
 #: fields that may change when resuming (they do not change the optimisation)
@@ -397,7 +397,7 @@ def fit(cfg: EngineConfig, out_dir: str | os.PathLike, objective: Objective, mod
                 save()
         bar.close()
         if interrupted:
-            save(interrupted=True, stopped_by=stop.signal_name or "SIGTERM")
+            save(interrupted=True, stopped_by=stop.signal_name)
             if main:
                 log(f"interrupted: saved step {run.step} to {ckpt_path}; continue with --resume")
     if "step" not in run.metrics:  # nothing left to do (a finished run resumed): report it as saved
