@@ -122,3 +122,18 @@ def check_mask_shape(mask_shape: tuple[int, ...], batch: tuple[int, ...], n_q: i
         raise ValueError(
             f"`mask` of shape {mask_shape} does not broadcast to [..., n_q, n_k] = {expected}"
         )
+
+
+def check_int_fields(obj: Any, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (),
+                     optional_positive: tuple[str, ...] = ()) -> None:
+    """Check the integer attributes of a config object: each of ``positive`` is an ``int`` > 0, each
+    of ``nonnegative`` an ``int`` >= 0, each of ``optional_positive`` None or an ``int`` > 0 (``bool``
+    is not an integer here). Raises ValueError naming the first attribute out of range."""
+    for names, low, none_ok in ((positive, 1, False), (nonnegative, 0, False), (optional_positive, 1, True)):
+        for name in names:
+            v = getattr(obj, name)
+            if none_ok and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                what = "a positive integer" if low else "a non-negative integer"
+                raise ValueError(f"`{name}` must be {what}{' or None' if none_ok else ''}, got {v!r}")

@@ -5,17 +5,17 @@ and ``BLOCK_PATTERNS`` of :mod:`sparse_core.lm.distill` (a test keeps them equal
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from .lm import _clear_errors, _command_line, _fmt_mib, _passive_openmp
+from .common import (DISTRIBUTED_HELP, ENGINE_FIELDS, add_engine_arguments, clear_errors, command_line, fmt_mib,
+                     is_main_process, passive_openmp)
 
 STUDENT_KINDS = ("mask", "nsa", "performer", "topk", "block")
 TRAIN_MODES = ("auto", "new", "attention")
 BLOCK_PATTERNS = ("local", "strided", "fixed", "mixed")
 _FIELDS = ("student", "train", "temperature", "hidden", "l1", "nsa_block", "nsa_select", "nsa_window", "n_features",
-           "chunk_size", "topk", "pattern", "window", "stride", "block_size", "seq_len", "batch_size", "steps", "lr",
-           "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "eval_interval", "eval_batches",
-           "checkpoint_interval", "threads", "data_dir")
+           "chunk_size", "topk", "pattern", "window", "stride", "block_size") + ENGINE_FIELDS
 
 
 def _teacher(args):
@@ -43,15 +43,12 @@ def _teacher(args):
 
 
 def cmd_distill(args) -> int:
-    _passive_openmp()
-    if args.threads:
-        import numba
-        import torch
-
-        torch.set_num_threads(args.threads)
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    passive_openmp()
     from ..lm.data.tokenizer import encode_split
     from ..lm.distill import DistillConfig, distill
+    from ..lm.engine import exit_status, set_threads
+
+    set_threads(args.threads)
 
     teacher, tok, seq_len, source = _teacher(args)
     fields = {f: getattr(args, f) for f in _FIELDS}
@@ -60,7 +57,9 @@ def cmd_distill(args) -> int:
     train_tokens = encode_split(tok, "train", args.data_dir)
     val_tokens = encode_split(tok, "valid", args.data_dir)
     m = distill(cfg, args.out, teacher, train_tokens=train_tokens, val_tokens=val_tokens, tokenizer=tok,
-                resume=args.resume, teacher_source=source, progress=not args.no_progress, command=_command_line())
+                resume=args.resume, teacher_source=source, progress=not args.no_progress, command=command_line())
+    if not is_main_process():
+        return exit_status(m)
     z, ev, te = m.get("zero_shot"), m.get("last_eval"), m.get("teacher_eval")
 
     def fmt(e):
@@ -77,8 +76,8 @@ def cmd_distill(args) -> int:
     tps = m.get("train_tokens_per_s")
     print(f"trained {m['n_trainable']:,} of {m['n_parameters']:,} parameters ({m['train_mode']})"
           + (f"; train {tps:,.0f} tokens/s" if tps else "")
-          + f"; peak RSS {_fmt_mib(m['peak_rss_bytes'])}; metrics in {Path(args.out) / 'metrics.json'}")
-    return 0
+          + f"; peak RSS {fmt_mib(m['peak_rss_bytes'])}; metrics in {Path(args.out) / 'metrics.json'}")
+    return exit_status(m)
 
 
 def add_parser(sub, positive_int, positive_float) -> None:
@@ -87,7 +86,9 @@ def add_parser(sub, positive_int, positive_float) -> None:
                                    "Performer, top-k or a fixed block-sparse pattern), train only the attention "
                                    "parameters to minimise KL(teacher || student) on WikiText-2; reports the "
                                    "zero-shot student first, then KL, perplexities, attention density/FLOPs and "
-                                   "tokens/s. Checkpoints like `train`; Ctrl-C saves.")
+                                   "tokens/s. Checkpoints like `train`; Ctrl-C or SIGTERM saves. Runs data-parallel "
+                                   "under torchrun.",
+                       epilog=DISTRIBUTED_HELP.format(cmd="distill"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", help="a dense run folder written by `train`")
     p.add_argument("--hf-model", help="a Hugging Face GPT-NeoX checkpoint as the teacher (local folder or Hub name)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.json, tokenizer.json")
@@ -109,20 +110,6 @@ def add_parser(sub, positive_int, positive_float) -> None:
     p.add_argument("--window", type=positive_int, default=32, help="block: local window")
     p.add_argument("--stride", type=positive_int, default=32, help="block: stride (strided, fixed, mixed)")
     p.add_argument("--block-size", type=positive_int, default=32, help="block: kernel block size")
-    p.add_argument("--seq-len", type=positive_int, default=None, help="default: the teacher's (512 for --hf-model)")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--steps", type=positive_int, default=200)
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
-    p.add_argument("--min-lr-ratio", type=float, default=0.1)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--grad-clip", type=positive_float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-interval", type=positive_int, default=50)
-    p.add_argument("--eval-batches", type=positive_int, default=10)
-    p.add_argument("--checkpoint-interval", type=positive_int, default=50)
-    p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--data-dir", default=None, help="folder holding wikitext-2/")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
-    p.set_defaults(func=_clear_errors(cmd_distill))
+    add_engine_arguments(p, seq_len=None, seq_len_help="default: the teacher's (512 for --hf-model)", steps=200,
+                         warmup=20, weight_decay=0.0, eval_interval=50, eval_batches=10, checkpoint_interval=50)
+    p.set_defaults(func=clear_errors(cmd_distill))

@@ -15,25 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
+from .common import positive_float, positive_int
 
 
 def _cmd_grade(args) -> int:
@@ -106,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the graded tests against your exercises and print a points table.")
     g.add_argument("--impl", default=None,
                    help="whose code: exercises (default), solutions, or a folder laid out like exercises/")
-    g.add_argument("--chapter", type=_positive_int, action="append", help="only this chapter (repeatable)")
+    g.add_argument("--chapter", type=positive_int, action="append", help="only this chapter (repeatable)")
     g.add_argument("--exercise", action="append", help="only this exercise, e.g. 1.5 (repeatable)")
-    g.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per graded test (default 60)")
+    g.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per graded test (default 60)")
     g.add_argument("--verbose", "-v", action="store_true", help="show every failing check, not only the first")
     g.add_argument("--json", metavar="FILE", help="also write per-test results as JSON")
     g.add_argument("--root", default=None, help="the course checkout (default: found from the current folder)")
@@ -118,11 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("cost", help="FLOPs and memory of dense attention",
                        description="Analytic cost of dense attention (see sparse_core.attention.cost).")
-    c.add_argument("--n", type=_positive_int, nargs="+", default=[1024, 4096, 16384, 65536], help="sequence lengths")
-    c.add_argument("--d", type=_positive_int, default=64, help="head dimension")
-    c.add_argument("--heads", type=_positive_int, default=8)
-    c.add_argument("--batch", type=_positive_int, default=1)
-    c.add_argument("--bytes", type=_positive_int, default=4, help="bytes per element (4 = float32)")
+    c.add_argument("--n", type=positive_int, nargs="+", default=[1024, 4096, 16384, 65536], help="sequence lengths")
+    c.add_argument("--d", type=positive_int, default=64, help="head dimension")
+    c.add_argument("--heads", type=positive_int, default=8)
+    c.add_argument("--batch", type=positive_int, default=1)
+    c.add_argument("--bytes", type=positive_int, default=4, help="bytes per element (4 = float32)")
     c.add_argument("--causal", action="store_true")
     c.set_defaults(func=_cmd_cost)
 
@@ -133,16 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks: " + ", ".join(TARGETS),
                        description="Measure parts of the library; each target writes JSON, a plot and a README.")
-    add_target_parsers(b, _positive_int)
+    add_target_parsers(b, positive_int)
     b.set_defaults(func=_cmd_bench)
 
     from .lm import add_parsers
 
-    add_parsers(sub, _positive_int, _positive_float)
+    add_parsers(sub, positive_int, positive_float)
 
     from .distill import add_parser as add_distill_parser
 
-    add_distill_parser(sub, _positive_int, _positive_float)
+    add_distill_parser(sub, positive_int, positive_float)
     return parser
 
 

@@ -93,16 +93,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _validation as V
 from ..approx._common import causal_keep, masked_attention
 from ..approx.learned_mask import PairGate, gated_attention
 from ..approx.nsa import compress_blocks, compressed_keep, nsa_attention, select_blocks, selected_token_mask
 from ..approx.performer import favor_attention, gaussian_orthogonal_random_matrix
 from ..approx.topk import _mask_from_scores
-from .data.batching import TokenBatches, eval_batches
+from .data.batching import eval_batches
 from ..models.gpt_neox import Attention, GPTNeoX, GPTNeoXConfig, attention_pattern
 from ..attention.ops import block_sparse_attention
-from .train import (_atomic_json, _atomic_torch_save, _rng_state, _set_rng_state, _StopFlag, lr_at,
-                    peak_rss_bytes)
+from . import distributed
+from .engine import (CHECKPOINT, METRICS, EngineConfig, Objective, Run, fit, read_checkpoint, resolve_device,
+                     set_threads)
 
 __all__ = ["STUDENT_KINDS", "TRAIN_MODES", "BLOCK_PATTERNS", "DistillConfig", "kl_divergence", "StudentAttention",
            "make_student", "attention_parameter_names", "freeze_all_but_attention", "l1_penalty", "record_stats",
@@ -111,9 +113,7 @@ __all__ = ["STUDENT_KINDS", "TRAIN_MODES", "BLOCK_PATTERNS", "DistillConfig", "k
 STUDENT_KINDS = ("mask", "nsa", "performer", "topk", "block")
 TRAIN_MODES = ("auto", "new", "attention")
 BLOCK_PATTERNS = ("local", "strided", "fixed", "mixed")
-CHECKPOINT, METRICS, TOKENIZER = "checkpoint.pt", "metrics.json", "tokenizer.json"
 _ADDS_PARAMETERS = {"mask": True, "nsa": True, "performer": False, "topk": False, "block": False}
-_RESUMABLE_CHANGES = {"eval_interval", "eval_batches", "checkpoint_interval", "threads", "data_dir"}
 _KEPT = ("zero_shot", "zero_shot_hard", "teacher_eval", "last_eval", "last_eval_hard")  # evaluations saved with a checkpoint
 
 
@@ -158,8 +158,10 @@ def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, te
 # ---------------------------------------------------------------------------- configuration
 
 @dataclass
-class DistillConfig:
-    """Settings of a distillation run (student, what is trained, schedule, evaluation)."""
+class DistillConfig(EngineConfig, steps=200, warmup=20, weight_decay=0.0, eval_interval=50, eval_batches=10,
+                    checkpoint_interval=50):
+    """Settings of a distillation run (student, what is trained) and :class:`EngineConfig`'s
+    (schedule, evaluation; with the shorter defaults given in the class line)."""
 
     student: str = "mask"
     train: str = "auto"
@@ -181,46 +183,20 @@ class DistillConfig:
     window: int = 32
     stride: int = 32
     block_size: int = 32
-    # optimisation
-    seq_len: int = 256
-    batch_size: int = 8
-    steps: int = 200
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 20
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    eval_interval: int = 50
-    eval_batches: int = 10
-    checkpoint_interval: int = 50
-    threads: int | None = None
-    data_dir: str | None = None
 
-    def __post_init__(self):
-        if self.student not in STUDENT_KINDS:
-            raise ValueError(f"`student` must be one of {', '.join(STUDENT_KINDS)}, got {self.student!r}")
-        if self.train not in TRAIN_MODES:
-            raise ValueError(f"`train` must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
-        if self.pattern not in BLOCK_PATTERNS:
-            raise ValueError(f"`pattern` must be one of {', '.join(BLOCK_PATTERNS)}, got {self.pattern!r}")
-        for name in ("hidden", "nsa_block", "nsa_select", "chunk_size", "topk", "window", "stride", "block_size",
-                     "seq_len", "batch_size", "steps", "eval_interval", "eval_batches", "checkpoint_interval"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
-        for name in ("nsa_window", "warmup"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"`{name}` must be a non-negative integer, got {v!r}")
-        if self.n_features is not None and (isinstance(self.n_features, bool) or not isinstance(self.n_features, int)
-                                            or self.n_features <= 0):
-            raise ValueError(f"`n_features` must be a positive integer or None, got {self.n_features!r}")
+    POSITIVE_INTS = ("hidden", "nsa_block", "nsa_select", "chunk_size", "topk", "window", "stride", "block_size")
+    NONNEGATIVE_INTS = ("nsa_window",)
+
+    def check(self) -> None:
+        for name, choices in (("student", STUDENT_KINDS), ("train", TRAIN_MODES), ("pattern", BLOCK_PATTERNS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"`{name}` must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        super().check()
+        V.check_int_fields(self, optional_positive=("n_features",))
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"`temperature` must be a finite number > 0, got {self.temperature!r}")
-        if not (self.l1 >= 0 and self.lr > 0 and 0 <= self.min_lr_ratio <= 1 and self.weight_decay >= 0
-                and self.grad_clip > 0):
-            raise ValueError("need l1 >= 0, lr > 0, 0 <= min_lr_ratio <= 1, weight_decay >= 0, grad_clip > 0")
+        if not self.l1 >= 0:
+            raise ValueError(f"`l1` must be >= 0, got {self.l1!r}")
         if self.train == "new" and not _ADDS_PARAMETERS[self.student]:
             raise ValueError(f"the {self.student!r} student adds no parameters, so train='new' would train nothing; "
                              "use train='attention' (its q/k/v/output projections) or 'auto'")
@@ -458,11 +434,13 @@ def evaluate_student(teacher: GPTNeoX, student: GPTNeoX, tokens, seq_len: int, b
     was_s, was_t = student.training, teacher.training
     student.eval()
     teacher.eval()
+    device = next(student.parameters()).device
     kl_sum = s_loss = t_loss = 0.0
     count, s_sec, t_sec = 0, 0.0, 0.0
     try:
         with record_stats(student) as st, _hard_gates(student, hard):
             for x, y in eval_batches(tokens, seq_len, batch_size, max_batches):
+                x, y = x.to(device), y.to(device)
                 t0 = time.perf_counter()
                 zt = teacher(x)
                 t1 = time.perf_counter()
@@ -513,6 +491,85 @@ def _optimizer(student: GPTNeoX, cfg: DistillConfig) -> torch.optim.AdamW:
                               {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
+class DistillationObjective(Objective):
+    """The engine's plug-in for ``distill``: the frozen teacher's forward and the tempered KL (plus the
+    learned mask's L1 penalty) as the loss; :func:`evaluate_student` as the evaluation, with the
+    zero-shot student evaluated before the first step."""
+
+    config_key, model_key, kept = "distill_config", "student", _KEPT
+    tokens_note = ("teacher forward + student forward/backward, this session's steps after its first; evaluation "
+                   "and saving excluded")
+
+    def __init__(self, cfg: DistillConfig, teacher: GPTNeoX, student: GPTNeoX, val_tokens, fingerprint: str,
+                 teacher_source: str | None, log: Callable[[str], None]):
+        self.cfg, self.teacher, self.student, self.val_tokens = cfg, teacher, student, val_tokens
+        self.fingerprint, self.teacher_source, self.log = fingerprint, teacher_source, log
+        self.trainable = attention_parameter_names(student, cfg.train_mode)
+
+    def loss(self, model, x, y):
+        with torch.no_grad():
+            zt = self.teacher(x)
+        zs = model(x)
+        kl = kl_divergence(zt, zs, self.cfg.temperature)
+        pen = l1_penalty(self.student)
+        return (kl + self.cfg.l1 * pen if pen is not None else kl), [kl, pen]
+
+    def train_row(self, step, loss, parts, lr, grad_norm):
+        return [step, loss, parts[0], parts[1], lr, grad_norm]
+
+    def postfix(self, loss, parts):
+        return {"kl": f"{parts[0]:.4f}"}
+
+    def _evaluate(self, **kw) -> dict:
+        cfg = self.cfg
+        return evaluate_student(self.teacher, self.student, self.val_tokens, cfg.seq_len, cfg.batch_size,
+                                cfg.eval_batches, **kw)
+
+    def validate(self, run: Run):
+        metrics, step = run.metrics, run.step
+        ev = self._evaluate(teacher_eval="teacher_eval" not in metrics)
+        if "teacher_eval" not in metrics:
+            metrics["teacher_eval"] = {k: ev[k] for k in ("teacher_loss", "teacher_ppl", "teacher_tokens_per_s",
+                                                          "tokens")}
+        row = [step, ev["kl"], ev["student_loss"], ev["student_ppl"], ev["density"], ev["flops_ratio"]]
+        if self.cfg.student == "mask":
+            hv = self._evaluate(hard=True, teacher_eval=False)
+            row += [hv["kl"], hv["student_ppl"], hv["density"], ev.get("mean_gate")]
+            metrics["last_eval_hard"] = hv
+            if step == 0:
+                metrics["zero_shot_hard"] = hv
+        run.history["val"].append(row)
+        metrics["last_eval"] = ev
+        if step == 0:
+            metrics["zero_shot"] = ev
+        train_kl = run.history["train"][-1][2] if run.history["train"] else float("nan")
+        line = f"step {step}: train KL {train_kl:.4f}, val KL {ev['kl']:.4f}, student ppl {ev['student_ppl']:.2f}"
+        return ev, {"val_kl": f"{ev['kl']:.4f}", "ppl": f"{ev['student_ppl']:.1f}"}, line
+
+    def before_training(self, run: Run) -> None:
+        if run.step == 0 and not run.history["val"]:
+            ev = self.validate(run)[0]
+            self.log(f"zero-shot {self.cfg.student}: KL {ev['kl']:.4f}, student ppl {ev['student_ppl']:.2f}, "
+                     f"teacher ppl {ev['teacher_ppl']:.2f}")
+
+    def checkpoint_entries(self) -> dict:
+        return {"teacher_fingerprint": self.fingerprint, "teacher_source": self.teacher_source}
+
+    def metrics_entries(self, run: Run) -> dict:
+        cfg, student = self.cfg, self.student
+        return {
+            "teacher_source": self.teacher_source, "teacher_fingerprint": self.fingerprint,
+            "distill_config": dataclasses.asdict(cfg), "train_mode": cfg.train_mode,
+            "trainable_parameters": self.trainable,
+            "n_trainable": sum(p.numel() for p in student.parameters() if p.requires_grad),
+            "n_parameters": sum(p.numel() for p in student.parameters()),
+            "history_columns": {"train": ["step", "loss", "kl", "l1", "lr", "grad_norm"],
+                                "val": ["step", "kl", "student_loss", "student_ppl", "density", "flops_ratio"]
+                                + (["hard_kl", "hard_ppl", "hard_density", "mean_gate"] if cfg.student == "mask"
+                                   else [])},
+        }
+
+
 def distill(cfg: DistillConfig, out_dir: str | os.PathLike, teacher: GPTNeoX, *, train_tokens, val_tokens,
             tokenizer=None, resume: bool = False, teacher_source: str | None = None, progress: bool = True,
             callback: Callable[[int, float], None] | None = None, command: str | None = None,
@@ -521,20 +578,14 @@ def distill(cfg: DistillConfig, out_dir: str | os.PathLike, teacher: GPTNeoX, *,
     also written to ``metrics.json``. The zero-shot student is evaluated first (history step 0).
 
     ``checkpoint.pt`` holds the student's whole state dict (teacher copies included), the optimiser,
-    step, RNG states, history and the teacher's fingerprint; a resumed run must use the same
-    teacher and settings, and continues with bit-identical losses.
+    step, RNG states, batch order, history and the teacher's fingerprint; a resumed run must use the
+    same teacher and settings, and continues with bit-identical losses. The loop is the engine's
+    (:func:`sparse_core.lm.engine.fit`, with :class:`DistillationObjective`); under ``torchrun`` it
+    runs data-parallel like ``train``.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(cfg, DistillConfig):
         raise TypeError(f"`cfg` must be a DistillConfig, got {type(cfg).__name__}")
-    out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-        import numba
-
-        numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(cfg.threads)
     for name, toks in (("train_tokens", train_tokens), ("val_tokens", val_tokens)):
         if int(np.max(toks)) >= teacher.config.vocab_size:
             raise ValueError(f"`{name}` reach id {int(np.max(toks))}, beyond the teacher's vocabulary "
@@ -543,142 +594,17 @@ def distill(cfg: DistillConfig, out_dir: str | os.PathLike, teacher: GPTNeoX, *,
     for p in teacher.parameters():
         p.requires_grad_(False)
     fingerprint = _fingerprint(teacher)
-    state = None
-    if ckpt_path.exists():
-        if not resume:
-            raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue it, or choose "
-                                  "another output folder")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        saved = DistillConfig(**state["distill_config"])
-        diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in dataclasses.asdict(cfg)
-                if k not in _RESUMABLE_CHANGES and getattr(saved, k) != getattr(cfg, k)}
-        if diff:
-            raise ValueError(f"cannot resume {ckpt_path} with different settings (saved, given): {diff}")
-        if state["teacher_fingerprint"] != fingerprint:
-            raise ValueError(f"cannot resume {ckpt_path}: it was distilled from another teacher")
-    batches = TokenBatches(train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed)
-    student = make_student(teacher, cfg)
-    trainable = attention_parameter_names(student, cfg.train_mode)
+    state = read_checkpoint(out_dir, cfg, resume=resume, config_key="distill_config")
+    if state is not None and state["teacher_fingerprint"] != fingerprint:
+        raise ValueError(f"cannot resume {Path(out_dir) / CHECKPOINT}: it was distilled from another teacher")
+    dist = distributed.setup(cfg.device)
+    device = resolve_device(cfg.device, dist)
+    teacher.to(device)
+    student = make_student(teacher, cfg).to(device)
     opt = _optimizer(student, cfg)
-    history: dict[str, list] = {"train": [], "val": []}
-    step, train_seconds, tokens_seen = 0, 0.0, 0
-    metrics: dict[str, Any] = {}
-    if state is not None:
-        student.load_state_dict(state["student"])
-        opt.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
-        step, history = state["step"], state["history"]
-        metrics.update({k: state[k] for k in _KEPT if k in state})
-        log(f"resuming {ckpt_path} at step {step}")
-    out.mkdir(parents=True, exist_ok=True)
-    if tokenizer is not None:
-        tokenizer.save(str(out / TOKENIZER))
-
-    def validate():
-        ev = evaluate_student(teacher, student, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches,
-                              teacher_eval="teacher_eval" not in metrics)
-        if "teacher_eval" not in metrics:
-            metrics["teacher_eval"] = {k: ev[k] for k in ("teacher_loss", "teacher_ppl", "teacher_tokens_per_s",
-                                                          "tokens")}
-        row = [step, ev["kl"], ev["student_loss"], ev["student_ppl"], ev["density"], ev["flops_ratio"]]
-        if cfg.student == "mask":
-            hv = evaluate_student(teacher, student, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches,
-                                  hard=True, teacher_eval=False)
-            row += [hv["kl"], hv["student_ppl"], hv["density"], ev.get("mean_gate")]
-            metrics["last_eval_hard"] = hv
-            if step == 0:
-                metrics["zero_shot_hard"] = hv
-        history["val"].append(row)
-        metrics["last_eval"] = ev
-        if step == 0:
-            metrics["zero_shot"] = ev
-        return ev
-
-    def save(interrupted=False):
-        _atomic_torch_save({"format": 1, "model_config": student.config.to_dict(),
-                            "distill_config": dataclasses.asdict(cfg), "student": student.state_dict(),
-                            "optimizer": opt.state_dict(), "step": step, "rng": _rng_state(), "history": history,
-                            "teacher_fingerprint": fingerprint, "teacher_source": teacher_source,
-                            **{k: metrics[k] for k in _KEPT if k in metrics}},
-                           ckpt_path)
-        metrics.update({
-            "command": command, "teacher_source": teacher_source, "teacher_fingerprint": fingerprint,
-            "model_config": student.config.to_dict(), "distill_config": dataclasses.asdict(cfg),
-            "train_mode": cfg.train_mode, "trainable_parameters": trainable,
-            "n_trainable": sum(p.numel() for p in student.parameters() if p.requires_grad),
-            "n_parameters": sum(p.numel() for p in student.parameters()),
-            "step": step, "finished": step >= cfg.steps, "interrupted": interrupted,
-            "history_columns": {"train": ["step", "loss", "kl", "l1", "lr", "grad_norm"],
-                                "val": ["step", "kl", "student_loss", "student_ppl", "density", "flops_ratio"]
-                                + (["hard_kl", "hard_ppl", "hard_density", "mean_gate"] if cfg.student == "mask"
-                                   else [])},
-            "history": history,
-            "train_tokens_per_s": tokens_seen / train_seconds if train_seconds else None,
-            "train_tokens_per_s_note": "teacher forward + student forward/backward, this session's steps after its "
-                                       "first; evaluation and saving excluded",
-            "peak_rss_bytes": peak_rss_bytes(), "torch_threads": torch.get_num_threads(),
-        })
-        _atomic_json(metrics, out / METRICS)
-
-    if step == 0 and not history["val"]:
-        ev = validate()
-        log(f"zero-shot {cfg.student}: KL {ev['kl']:.4f}, student ppl {ev['student_ppl']:.2f}, "
-            f"teacher ppl {ev['teacher_ppl']:.2f}")
-    student.train()
-    first, interrupted = True, False
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    with _StopFlag() as stop:
-        while step < cfg.steps:
-            x, _ = batches.batch(step)
-            lr = lr_at(step, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                zt = teacher(x)
-            zs = student(x)
-            kl = kl_divergence(zt, zs, cfg.temperature)
-            pen = l1_penalty(student)
-            loss = kl + cfg.l1 * pen if pen is not None else kl
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_([p for p in student.parameters() if p.requires_grad],
-                                                   cfg.grad_clip)
-            opt.step()
-            dt = time.perf_counter() - t0
-            step += 1
-            loss_v = loss.item()
-            if not math.isfinite(loss_v):
-                raise FloatingPointError(f"loss is {loss_v} at step {step}; lower the learning rate")
-            history["train"].append([step, loss_v, kl.item(), None if pen is None else pen.item(), lr, float(gnorm)])
-            if not first:
-                train_seconds += dt
-                tokens_seen += x.numel()
-            first = False
-            post = {"kl": f"{kl.item():.4f}", "lr": f"{lr:.2e}",
-                    "tok/s": f"{(tokens_seen / train_seconds) if train_seconds else x.numel() / dt:,.0f}"}
-            if step % cfg.eval_interval == 0 or step == cfg.steps:
-                ev = validate()
-                post.update(val_kl=f"{ev['kl']:.4f}", ppl=f"{ev['student_ppl']:.1f}")
-                if not progress:
-                    log(f"step {step}: train KL {kl.item():.4f}, val KL {ev['kl']:.4f}, "
-                        f"student ppl {ev['student_ppl']:.2f}")
-            bar.set_postfix(post, refresh=False)
-            bar.update(1)
-            if callback is not None:
-                callback(step, loss_v)
-            if stop.requested:
-                interrupted = True
-                break
-            if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
-                save()
-        bar.close()
-        if interrupted:
-            save(interrupted=True)
-            log(f"interrupted: saved step {step} to {ckpt_path}; continue with --resume")
-    if "step" not in metrics:
-        save()
-    return metrics
+    objective = DistillationObjective(cfg, teacher, student, val_tokens, fingerprint, teacher_source, log)
+    return fit(cfg, out_dir, objective, student, opt, train_tokens, state=state, tokenizer=tokenizer, dist=dist,
+               device=device, progress=progress, callback=callback, command=command, log=log)
 
 
 def load_student(run_dir: str | os.PathLike):

@@ -82,11 +82,10 @@ class GPTNeoXConfig:
     block_size: int = 64
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_position_embeddings", "window", "stride", "block_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        from .. import _validation as V
+
+        V.check_int_fields(self, positive=("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                                           "max_position_embeddings", "window", "stride", "block_size"))
         if self.hidden_size % self.num_heads:
             raise ValueError(f"`hidden_size`={self.hidden_size} must be divisible by `num_heads`={self.num_heads}")
         if not 0.0 <= float(self.rotary_pct) <= 1.0:

@@ -6,6 +6,12 @@ sequence ``s`` has inputs ``t[s n : s n + n]`` and targets shifted by one,
 Training visits the sequences in a random order per epoch, drawn from ``(seed, epoch)``; a batch
 is a pure function of its step number, so resuming at step ``k`` continues the exact data order
 without saving any iterator state.
+
+Sharded across ``world_size`` processes (data-parallel training), ``batch_size`` is the *global*
+batch: step ``k`` draws the same ``batch_size`` sequences as a single process would, and rank
+``r`` takes the ``r``-th of ``world_size`` equal consecutive slices of them. So N ranks together
+see exactly the batch of one rank with the same ``batch_size``, and the order (hence a
+checkpoint) does not depend on the number of ranks.
 """
 from __future__ import annotations
 
@@ -38,11 +44,14 @@ def _gather(tokens: np.ndarray, seqs: np.ndarray, seq_len: int):
 
 
 class TokenBatches:
-    """Training batches ``(inputs, targets)``, each ``[batch_size, seq_len]`` int64, by step number."""
+    """Training batches ``(inputs, targets)``, each ``[batch_size, seq_len]`` int64, by step number;
+    with ``world_size > 1`` each rank gets its ``[batch_size // world_size, seq_len]`` shard."""
 
-    def __init__(self, tokens, seq_len: int, batch_size: int, seed: int = 0):
+    def __init__(self, tokens, seq_len: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.tokens = _check(tokens, seq_len, batch_size)
         self.seq_len, self.batch_size, self.seed = int(seq_len), int(batch_size), int(seed)
+        self.rank, self.world_size = _check_shard(rank, world_size, self.batch_size)
+        self.shard_size = self.batch_size // self.world_size
         self.n_sequences = num_sequences(self.tokens.size, self.seq_len)
         self.steps_per_epoch = self.n_sequences // self.batch_size
         if self.steps_per_epoch == 0:
@@ -57,10 +66,28 @@ class TokenBatches:
         return self._perm[1]
 
     def batch(self, step: int):
-        """The batch of training step ``step`` (0-based); epochs follow each other."""
+        """The batch (this rank's shard of it) of training step ``step`` (0-based); epochs follow each other."""
         epoch, k = divmod(int(step), self.steps_per_epoch)
-        seqs = self.order(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
+        start = k * self.batch_size + self.rank * self.shard_size
+        seqs = self.order(epoch)[start:start + self.shard_size]
         return _gather(self.tokens, seqs, self.seq_len)
+
+    def describe(self) -> dict:
+        """What fixes the global batch order (saved with a checkpoint; no rank or world size in it)."""
+        return {"seed": self.seed, "batch_size": self.batch_size, "seq_len": self.seq_len,
+                "n_sequences": self.n_sequences, "steps_per_epoch": self.steps_per_epoch}
+
+
+def _check_shard(rank, world_size, batch_size: int) -> tuple[int, int]:
+    for name, v, low in (("rank", rank, 0), ("world_size", world_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {v!r}")
+    if rank >= world_size:
+        raise ValueError(f"`rank` must be below `world_size`={world_size}, got {rank}")
+    if batch_size % world_size:
+        raise ValueError(f"`batch_size`={batch_size} (the global batch) must be divisible by the number of "
+                         f"processes, {world_size}")
+    return int(rank), int(world_size)
 
 
 def eval_batches(tokens, seq_len: int, batch_size: int, max_batches: int | None = None) -> Iterator:
