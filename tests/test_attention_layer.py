@@ -167,3 +167,18 @@ def test_topk_core_counts_what_it_computes():
     core(q, q, q)
     assert core.stats["pairs"] == 2 * H * sum(min(3, i + 1) for i in range(10))
     assert core.stats["macs"] == 2 * H * 55 * 8 + core.stats["pairs"] * 8
+
+
+def test_every_student_kind_has_a_core_and_the_cache_is_refused():
+    from sparse_core.lm import distill as D
+    from sparse_core.lm import students
+
+    assert tuple(students.STUDENT_CORES) == D.STUDENT_KINDS
+    teacher = GPTNeoX(preset("tiny", vocab_size=20, num_layers=1, hidden_size=32, intermediate_size=32))
+    for kind in D.STUDENT_KINDS:
+        student = D.make_student(teacher, D.DistillConfig(student=kind, window=8, block_size=8, nsa_block=4))
+        layer = student.layers[0].attention
+        assert isinstance(layer, students.StudentAttention) and type(layer.core) is type(
+            students.STUDENT_CORES[kind](student.config, 0, D.DistillConfig(student=kind)))
+        with pytest.raises(ValueError, match="no key-value cache"):
+            student(torch.zeros(1, 3, dtype=torch.long), cache=student.new_cache())

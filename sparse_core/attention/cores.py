@@ -114,7 +114,8 @@ class CausalCore(AttentionCore):
 
 
 class DenseCore(CausalCore):
-    """Every (causal) pair, by PyTorch's ``scaled_dot_product_attention``. Defined in Chapter 1."""
+    """Every (causal) pair, by PyTorch's ``scaled_dot_product_attention``: the dense attention of
+    Chapter 1, and the GPT-NeoX model's ``attention="dense"`` (Chapter 9)."""
 
     def full(self, q, k, v, scale):
         return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=scale)

@@ -16,7 +16,8 @@ over the next-token distributions at every position of WikiText-2 training seque
 :math:`P^T = \operatorname{softmax}(z / T)` is the distribution at temperature :math:`T`. The KL is
 computed in log space (:func:`kl_divergence`).
 
-Students (``DistillConfig.student``); all are causal and run on the rotated q, k of the teacher:
+Students (``DistillConfig.student``); all are causal and run on the rotated q, k of the teacher.
+Each is a GPT-NeoX attention layer with its own attention core (:data:`sparse_core.lm.students.STUDENT_CORES`):
 
 ===========  ==============================================  =====================================
 student      attention                                       parameters it adds (per layer)

@@ -22,7 +22,9 @@ with ``is_causal=True``. Every other choice is a :class:`~sparse_core.patterns.P
 intersected with :func:`~sparse_core.patterns.causal` (a language model must not see the
 future), computed by :func:`sparse_core.attention.ops.block_sparse_attention` over
 ``pattern.to_layout(n, n, block_size)``: only kept blocks are computed, and the same pattern's
-``mask_mod`` gives the rows used when decoding from the key-value cache. Named kinds:
+``mask_mod`` gives the rows used when decoding from the key-value cache. Every layer is a
+:class:`sparse_core.attention.layer.MultiHeadAttention` configuration (:class:`Attention`), and
+all layers share one attention core (:func:`attention_core`). Named kinds:
 
 =========  ==================================================================================
 kind       pattern (then ``& causal``)
