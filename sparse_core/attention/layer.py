@@ -66,7 +66,8 @@ class KVCache:
 
 
 class MultiHeadAttention(nn.Module):
-    """``x (B, T, C) -> (B, T, C)``: projections and head split around an attention core.
+    """``x (B, T, C) -> (B, T, C)``: projections and head split around an attention core. Defined in
+    Chapter 4 (the layer around the block-sparse kernel); Chapter 9 adds rotary and the cache.
 
     Parameters
     ----------
