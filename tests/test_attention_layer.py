@@ -126,7 +126,7 @@ def test_bad_arguments(make, match):
 def test_layers_with_one_pattern_share_its_layouts():
     pattern = P.sliding_window(5, causal=True)
     a, b = SparseSelfAttention(D, H, pattern, block_size=8), SparseSelfAttention(D, H, pattern, block_size=8)
-    assert a.layout(40) is b.layout(40) is layout_for(pattern, 40, 40, 8, 1)
+    assert a.layout(40) is b.layout(40) is layout_for(pattern, 40, 40, 8) is layout_for(pattern, 40, 40, 8, n_heads=1)
     assert a.layout(40) is not a.layout(48)
     assert SparseSelfAttention(D, H, pattern, block_size=16).layout(40).block_size == 16
     model = GPTNeoX(preset("tiny", vocab_size=20, num_layers=3, attention="local", window=8, block_size=8))

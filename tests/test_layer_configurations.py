@@ -3,8 +3,9 @@ configuration gives the numbers the separate class it replaced gave.
 
 ``tests/data/layer_numbers.pt`` holds, for every case below, digests (:func:`digest`) of the
 outputs, input and parameter gradients, the state-dict and parameter names and side results
-(penalties, stats, moved centroids) that the separate classes computed from the same seeds (written once with ``python tests/test_layer_configurations.py
---write`` before the classes became configurations). Each case builds its layer from a seed,
+(penalties, stats, moved centroids) that the separate classes computed from the same seeds
+(written once with ``python tests/test_layer_configurations.py --write`` before the classes
+became configurations). Each case builds its layer from a seed,
 so equal numbers also mean equal initialisation (the same random draws in the same order).
 """
 from __future__ import annotations

@@ -61,7 +61,8 @@ def causal_keep(i0: int, i1: int, j0: int, j1: int, device=None) -> torch.Tensor
 
 
 def causal_pair_count(b: int, h: int, n: int, causal: bool) -> int:
-    """(query, key) pairs of ``b`` sequences of ``n`` tokens in ``h`` heads: ``n(n+1)/2`` each if causal, else ``n^2``."""
+    """(query, key) pairs of ``b`` sequences of ``n`` tokens in ``h`` heads (``n(n+1)/2`` each if
+    causal, else ``n^2``)."""
     return b * h * (n * (n + 1) // 2 if causal else n * n)
 
 

@@ -153,6 +153,3 @@ class LinformerSelfAttention(MultiHeadAttention):
             if not other.share_kv:
                 layer.proj_v.copy_(other.proj_v)
         return layer.to(other.to_q.weight.dtype)
-
-    def extra_repr(self):
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, seq_len={self.seq_len}, k={self.k}, sharing={self.sharing!r}"

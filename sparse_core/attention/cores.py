@@ -36,6 +36,10 @@ LAYOUT_CACHE_SIZE = 64
 
 
 @functools.lru_cache(maxsize=LAYOUT_CACHE_SIZE)
+def _cached_layout(pattern, n_q, n_k, block_size, n_heads):
+    return pattern.to_layout(n_q, n_k, block_size, n_heads)
+
+
 def layout_for(pattern: Pattern, n_q: int, n_k: int, block_size: int, n_heads: int = 1):
     """``pattern.to_layout(n_q, n_k, block_size, n_heads)``, cached for the whole library.
 
@@ -45,7 +49,11 @@ def layout_for(pattern: Pattern, n_q: int, n_k: int, block_size: int, n_heads: i
     """
     if not isinstance(pattern, Pattern):
         raise TypeError(f"`pattern` must be a sparse_core.patterns.Pattern, got {type(pattern).__name__}")
-    return pattern.to_layout(n_q, n_k, block_size, n_heads)
+    return _cached_layout(pattern, n_q, n_k, block_size, n_heads)  # one positional key per request
+
+
+layout_for.cache_info = _cached_layout.cache_info
+layout_for.cache_clear = _cached_layout.cache_clear
 
 
 class AttentionCore(nn.Module):
