@@ -65,6 +65,18 @@ def check_ndim(name: str, x: Any, min_ndim: int, layout: str) -> None:
         )
 
 
+def check_qkv_arrays(q: Any, k: Any, v: Any, array_type: type, type_name: str) -> None:
+    """``q [..., n_q, d]``, ``k [..., n_k, d]``, ``v [..., n_k, d_v]``: each an ``array_type``
+    (named ``type_name`` in the error), floating point, with at least two dimensions."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, array_type):
+            raise TypeError(f"`{name}` must be a {type_name}, got {type(x).__name__}")
+        check_float(name, x)
+    check_ndim("q", q, 2, "[..., n_q, d]")
+    check_ndim("k", k, 2, "[..., n_k, d]")
+    check_ndim("v", v, 2, "[..., n_k, d_v]")
+
+
 def check_scale(scale: Any, d: int) -> float:
     """Default ``scale`` is 1/sqrt(d); an explicit one must be a finite real number."""
     if scale is None:

@@ -25,6 +25,9 @@ Sukhbaatar et al. 2019 ("Adaptive Attention Span") and the L0/L1-gated sparsific
 Louizos et al. 2018, here in its simplest per-pair form.
 
 Cost: the gate needs ``hidden`` numbers per pair; it is computed ``chunk`` queries at a time.
+
+:class:`LearnedMaskCore` is the attention core of :class:`LearnedMaskSelfAttention` and of the
+distillation's ``mask`` student. Defined in Chapter 6.
 """
 from __future__ import annotations
 
@@ -32,10 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import HeadsAttention, check_bool, causal_keep, check_qkv, masked_attention
+from ._common import causal_keep, causal_pair_count, check_bool, check_qkv, masked_attention
 from .. import _validation as V
+from ..attention.cores import AttentionCore
+from ..attention.layer import MultiHeadAttention
 
-__all__ = ["PairGate", "gated_attention", "LearnedMaskSelfAttention"]
+__all__ = ["PairGate", "gated_attention", "LearnedMaskCore", "LearnedMaskSelfAttention"]
 
 
 class PairGate(nn.Module):
@@ -90,29 +95,44 @@ def gated_attention(q, k, v, gate_logits_fn, scale=None, causal: bool = False, h
     return torch.cat(outs, dim=-2), gate_sum, n_pairs
 
 
-class LearnedMaskSelfAttention(HeadsAttention):
-    """Multi-head attention with a learned pair gate: ``x [batch, n, d_model] -> [batch, n, d_model]``.
+class LearnedMaskCore(AttentionCore):
+    """Attention with a learned pair gate ``gate`` (:class:`PairGate`) on ``(B, nh, T, hs)``.
 
-    After each forward, :meth:`l1_penalty` returns ``mean g`` over the allowed pairs (a tensor
-    with gradient); add ``lambda * layer.l1_penalty()`` to the loss to push gates toward 0.
-    ``hard=True`` (typically at inference) keeps exactly the pairs with ``g > 1/2``.
+    Keeps the mean gate of the last forward for :meth:`l1_penalty`. Stats: every allowed pair is
+    scored and gated (``hs + hidden`` multiply-adds), soft gating sums every value (``hs`` more),
+    hard gating only the kept ones; ``pairs`` counts the pairs with ``g > 1/2`` (the hard set) and
+    ``gate_sum`` adds the gates. Defined in Chapter 6.
     """
 
-    def __init__(self, d_model: int, n_heads: int, hidden: int = 16, causal: bool = False,
-                 hard: bool = False, chunk: int = 256, bias: bool = True):
-        super().__init__(d_model, n_heads, bias)
+    def __init__(self, d_head: int, hidden: int = 16, causal: bool = False, hard: bool = False, chunk: int = 256,
+                 init_open: float = 2.0):
+        super().__init__()
         self.hidden = V.check_positive_int("hidden", hidden)
         self.causal = check_bool("causal", causal)
         self.hard = check_bool("hard", hard)
         self.chunk = V.check_positive_int("chunk", chunk)
-        self.gate = PairGate(self.d_head, hidden)
+        self.gate = PairGate(d_head, hidden, init_open)
         self._l1 = None
 
-    def attend(self, q, k, v, x):
+    def forward(self, q, k, v, x=None):
         out, gate_sum, n_pairs = gated_attention(q, k, v, self.gate, causal=self.causal, hard=self.hard,
                                                  chunk=self.chunk)
         self._l1 = gate_sum / max(n_pairs, 1)
+        if self.stats is not None:
+            self._count(q, k, gate_sum)
         return out
+
+    @torch.no_grad()
+    def _count(self, q, k, gate_sum):
+        B, nh, T, hs = q.shape
+        n_k, c = k.shape[-2], self.chunk
+        kept = 0
+        for i0 in range(0, T, c):
+            open_ = self.gate(q[..., i0:i0 + c, :], k) > 0
+            kept += int((open_ & causal_keep(i0, min(i0 + c, T), 0, n_k, q.device) if self.causal else open_).sum())
+        allowed = causal_pair_count(B, nh, T, self.causal)
+        macs = allowed * (hs + self.hidden) + kept * hs if self.hard else allowed * (2 * hs + self.hidden)
+        self.stats.update(pairs=kept, gate_sum=float(gate_sum), macs=macs)
 
     def l1_penalty(self) -> torch.Tensor:
         """Mean gate value over the allowed pairs of the last forward (differentiable)."""
@@ -120,17 +140,37 @@ class LearnedMaskSelfAttention(HeadsAttention):
             raise RuntimeError("l1_penalty() needs a forward pass first")
         return self._l1
 
-    def gates(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate matrix ``g [batch, n_heads, n, n]`` for ``x`` (0 where causality forbids)."""
-        self.check_input(x)
-        b, n, _ = x.shape
-        q, k, _ = self.qkv(x).view(b, n, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+    def gates(self, q, k) -> torch.Tensor:
+        """The gate matrix ``g (B, nh, T, T)`` of ``q, k (B, nh, T, hs)`` (0 where causality forbids)."""
         g = torch.sigmoid(self.gate(q, k))
         if self.causal:
-            g = g * causal_keep(0, n, 0, n, x.device)
+            g = g * causal_keep(0, q.shape[-2], 0, k.shape[-2], q.device)
         return g
 
     def extra_repr(self):
-        return (f"d_model={self.d_model}, n_heads={self.n_heads}, hidden={self.hidden}, "
-                f"causal={self.causal}, hard={self.hard}")
+        return f"hidden={self.hidden}, causal={self.causal}, hard={self.hard}"
 
+
+class LearnedMaskSelfAttention(MultiHeadAttention):
+    """Multi-head attention with a learned pair gate: ``x [batch, n, d_model] -> [batch, n, d_model]``.
+
+    After each forward, :meth:`l1_penalty` returns ``mean g`` over the allowed pairs (a tensor
+    with gradient); add ``lambda * layer.l1_penalty()`` to the loss to push gates toward 0.
+    ``hard=True`` (typically at inference) keeps exactly the pairs with ``g > 1/2``. Defined in
+    Chapter 6.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, hidden: int = 16, causal: bool = False,
+                 hard: bool = False, chunk: int = 256, bias: bool = True):
+        super().__init__(d_model, n_heads, bias=bias)
+        self.set_core(LearnedMaskCore(self.d_head, hidden, causal, hard, chunk))
+
+    def l1_penalty(self) -> torch.Tensor:
+        """Mean gate value over the allowed pairs of the last forward (differentiable)."""
+        return self.core.l1_penalty()
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate matrix ``g [batch, n_heads, n, n]`` for ``x`` (0 where causality forbids)."""
+        self.check_input(x)
+        q, k, _ = self.qkv_heads(x)
+        return self.core.gates(q, k)

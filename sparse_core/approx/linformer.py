@@ -22,6 +22,9 @@ positions, including future ones, so no mask applied after the projection can st
 :math:`i` from seeing token :math:`j > i` (the module's tests show the leak). Making it causal
 would need a different projection per query prefix, which gives up the linear cost; the paper
 treats only bidirectional (encoder) use. ``causal=True`` therefore raises.
+
+:class:`LinformerCore` (the projections ``E``, ``F``) is the attention core of
+:class:`LinformerSelfAttention`. Defined in Chapter 7.
 """
 from __future__ import annotations
 
@@ -30,10 +33,12 @@ import math
 import torch
 from torch import nn
 
-from ._common import HeadsAttention, check_bool, check_qkv, masked_attention
+from ._common import check_bool, check_qkv, masked_attention
 from .. import _validation as V
+from ..attention.cores import AttentionCore
+from ..attention.layer import MultiHeadAttention
 
-__all__ = ["linformer_attention", "LinformerSelfAttention"]
+__all__ = ["linformer_attention", "LinformerCore", "LinformerSelfAttention"]
 
 _SHARING = ("none", "headwise", "kv")
 _CAUSAL_MSG = ("Linformer has no causal version: E^T K mixes every position (future ones included) into each "
@@ -65,19 +70,15 @@ def linformer_attention(q, k, v, E, F=None, scale=None, causal: bool = False) ->
     return masked_attention(torch.matmul(q, kb.transpose(-1, -2)) * scale, None, vb)
 
 
-class LinformerSelfAttention(HeadsAttention):
-    """Multi-head Linformer self-attention: ``x [batch, n, d_model] -> [batch, n, d_model]``, ``n <= seq_len``.
+class LinformerCore(AttentionCore):
+    """Linformer attention on ``(B, nh, T, hs)``, ``T <= seq_len``, with the sequence projections
+    ``E`` (``proj_k``) and ``F`` (``proj_v``) of shape ``[seq_len, k]`` (``[n_heads, seq_len, k]`` with
+    ``sharing="none"``), uniform in ``+-1/sqrt(k)`` like the ``linformer`` package; ``projection``:
+    one parameter shared by several layers (``sharing="layerwise"``, ``E = F``). Defined in Chapter 7."""
 
-    ``E`` (``proj_k``) and ``F`` (``proj_v``) are ``[seq_len, k]`` (``[n_heads, seq_len, k]`` with
-    ``sharing="none"``), initialised uniform in ``+-1/sqrt(k)`` like the ``linformer`` package.
-    """
-
-    def __init__(self, d_model: int, n_heads: int, seq_len: int, k: int = 256, sharing: str = "headwise",
-                 projection: nn.Parameter | None = None, causal: bool = False, bias: bool = True):
-        super().__init__(d_model, n_heads, bias)
-        check_bool("causal", causal)
-        if causal:
-            raise ValueError(_CAUSAL_MSG)
+    def __init__(self, n_heads: int, seq_len: int, k: int = 256, sharing: str = "headwise",
+                 projection: nn.Parameter | None = None):
+        super().__init__()
         self.seq_len = V.check_positive_int("seq_len", seq_len)
         self.k = V.check_positive_int("k", k)
         if sharing not in _SHARING:
@@ -104,13 +105,31 @@ class LinformerSelfAttention(HeadsAttention):
     def F(self) -> torch.Tensor:
         return self.proj_v if self.sharing in ("none", "headwise") else self.proj_k
 
-    def check_input(self, x):
-        super().check_input(x)
-        if x.shape[1] > self.seq_len:
-            raise ValueError(f"`x` has n={x.shape[1]} positions; this layer was built for at most seq_len={self.seq_len}")
-
-    def attend(self, q, k, v, x):
+    def forward(self, q, k, v, x=None):
+        if q.shape[-2] > self.seq_len:
+            raise ValueError(f"`x` has n={q.shape[-2]} positions; this layer was built for at most "
+                             f"seq_len={self.seq_len}")
         return linformer_attention(q, k, v, self.E, self.F)
+
+    def extra_repr(self):
+        return f"seq_len={self.seq_len}, k={self.k}, sharing={self.sharing!r}"
+
+
+class LinformerSelfAttention(MultiHeadAttention):
+    """Multi-head Linformer self-attention: ``x [batch, n, d_model] -> [batch, n, d_model]``, ``n <= seq_len``.
+
+    ``E`` (``proj_k``) and ``F`` (``proj_v``) are ``[seq_len, k]`` (``[n_heads, seq_len, k]`` with
+    ``sharing="none"``), initialised uniform in ``+-1/sqrt(k)`` like the ``linformer`` package
+    (:class:`LinformerCore`). Defined in Chapter 7.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, seq_len: int, k: int = 256, sharing: str = "headwise",
+                 projection: nn.Parameter | None = None, causal: bool = False, bias: bool = True):
+        super().__init__(d_model, n_heads, bias=bias)
+        check_bool("causal", causal)
+        if causal:
+            raise ValueError(_CAUSAL_MSG)
+        self.set_core(LinformerCore(n_heads, seq_len, k, sharing, projection))
 
     @classmethod
     def from_linformer(cls, other) -> "LinformerSelfAttention":
@@ -134,6 +153,3 @@ class LinformerSelfAttention(HeadsAttention):
             if not other.share_kv:
                 layer.proj_v.copy_(other.proj_v)
         return layer.to(other.to_q.weight.dtype)
-
-    def extra_repr(self):
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, seq_len={self.seq_len}, k={self.k}, sharing={self.sharing!r}"

@@ -33,19 +33,25 @@ current block is forced (the paper always activates the first block and two loca
 
 Each branch is exact softmax attention over its set, so each equals the dense oracle with the
 corresponding mask (and, for the compressed branch, the compressed keys and values).
+
+:class:`NSACore` is the attention core of :class:`NSASelfAttention` and of the distillation's
+``nsa`` student. Defined in Chapter 6.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
-from ._common import HeadsAttention, check_bool, causal_keep, check_qkv, chunked_masked_attention, masked_attention
+from ._common import check_bool, causal_keep, check_qkv, chunked_masked_attention, masked_attention
 from .. import _validation as V
+from ..attention.cores import AttentionCore
+from ..attention.layer import MultiHeadAttention
 
 __all__ = ["compress_blocks", "compressed_keep", "select_blocks", "selected_token_mask", "nsa_branches",
-           "nsa_attention", "NSASelfAttention"]
+           "nsa_attention", "NSACore", "NSASelfAttention"]
 
 
 def compress_blocks(x: torch.Tensor, block_size: int, pos: torch.Tensor | None = None) -> torch.Tensor:
@@ -155,45 +161,78 @@ def nsa_attention(q, k, v, gates, k_cmp, v_cmp, block_size: int, n_select: int, 
     return sum(gates[..., c, None] * o for c, o in enumerate(branches))
 
 
-class NSASelfAttention(HeadsAttention):
-    """Multi-head Native Sparse Attention: ``x [batch, n, d_model] -> [batch, n, d_model]``.
+class NSACore(AttentionCore):
+    """Native Sparse Attention on ``(B, nh, T, hs)``; the branch gates come from the layer input ``x``.
 
-    Parameters beyond ``qkv``/``out``: intra-block position embeddings ``pos_k``, ``pos_v``
-    ``[block_size, d_head]``, the compression maps ``phi_k``, ``phi_v`` (``d_head -> d_head``) and the
-    gate ``gate: d_model -> 3 n_heads`` (sigmoid).
+    Parameters: intra-block position embeddings ``pos_k``, ``pos_v`` ``[block_size, d_head]``
+    (``N(0, pos_std^2)``; 0 keeps them zero), the compression maps ``phi_k``, ``phi_v``
+    (``d_head -> d_head``) and the gate ``gate: d_model -> 3 n_heads`` (sigmoid). Stats: the
+    compressed blocks seen, the selected tokens and the window tokens (each branch counted, as
+    each is computed), ``2 hs`` multiply-adds each. Defined in Chapter 6.
     """
 
     def __init__(self, d_model: int, n_heads: int, block_size: int = 32, n_select: int = 4, window: int = 64,
-                 causal: bool = False, chunk: int = 256, bias: bool = True):
-        super().__init__(d_model, n_heads, bias)
+                 causal: bool = False, chunk: int = 256, pos_std: float = 0.02):
+        super().__init__()
+        d_head = d_model // n_heads
+        self.n_heads = n_heads
         self.block_size = V.check_positive_int("block_size", block_size)
         self.n_select = V.check_positive_int("n_select", n_select)
         self.window = V.check_nonnegative_int("window", window)
         self.causal = check_bool("causal", causal)
         self.chunk = V.check_positive_int("chunk", chunk)
-        self.pos_k = nn.Parameter(torch.zeros(block_size, self.d_head))
-        self.pos_v = nn.Parameter(torch.zeros(block_size, self.d_head))
-        nn.init.normal_(self.pos_k, std=0.02)
-        nn.init.normal_(self.pos_v, std=0.02)
-        self.phi_k = nn.Linear(self.d_head, self.d_head, bias=False)
-        self.phi_v = nn.Linear(self.d_head, self.d_head, bias=False)
+        self.pos_k = nn.Parameter(torch.zeros(block_size, d_head))
+        self.pos_v = nn.Parameter(torch.zeros(block_size, d_head))
+        if pos_std:
+            nn.init.normal_(self.pos_k, std=pos_std)
+            nn.init.normal_(self.pos_v, std=pos_std)
+        self.phi_k = nn.Linear(d_head, d_head, bias=False)
+        self.phi_v = nn.Linear(d_head, d_head, bias=False)
         self.gate = nn.Linear(d_model, 3 * n_heads, bias=True)
 
     def compressed(self, k, v):
-        """Compressed keys and values ``[batch, n_heads, ceil(n / B), d_head]``."""
+        """Compressed keys and values ``(B, nh, ceil(T / block_size), hs)``."""
         return (self.phi_k(compress_blocks(k, self.block_size, self.pos_k)),
                 self.phi_v(compress_blocks(v, self.block_size, self.pos_v)))
 
     def gates(self, x):
-        """Per-token branch gates ``[batch, n_heads, n, 3]``."""
-        b, n, _ = x.shape
-        return torch.sigmoid(self.gate(x)).view(b, n, self.n_heads, 3).transpose(1, 2)
+        """Per-token branch gates ``(B, nh, T, 3)`` of the layer input ``x (B, T, C)``."""
+        B, T, _ = x.shape
+        return torch.sigmoid(self.gate(x)).view(B, T, self.n_heads, 3).transpose(1, 2)
 
-    def attend(self, q, k, v, x):
+    def forward(self, q, k, v, x=None):
         k_cmp, v_cmp = self.compressed(k, v)
+        if self.stats is not None:
+            self._count(q, k_cmp)
         return nsa_attention(q, k, v, self.gates(x), k_cmp, v_cmp, self.block_size, self.n_select, self.window,
                              causal=self.causal, chunk=self.chunk)
 
+    @torch.no_grad()
+    def _count(self, q, k_cmp):
+        B, nh, T, hs = q.shape
+        scale = 1.0 / math.sqrt(hs)
+        cmp = int(compressed_keep(T, k_cmp.shape[-2], self.block_size, self.causal).sum()) * B * nh
+        sel = select_blocks(q, k_cmp, self.block_size, self.n_select, scale, self.causal)
+        slc = int(selected_token_mask(sel, self.block_size, T, self.causal).sum())
+        i = np.arange(T)
+        reach = np.minimum(i, self.window) + 1 + (0 if self.causal else np.minimum(T - 1 - i, self.window))
+        win = B * nh * int(reach.sum())
+        self.stats.update(pairs=cmp + slc + win, macs=(cmp + slc + win) * 2 * hs)
+
     def extra_repr(self):
-        return (f"d_model={self.d_model}, n_heads={self.n_heads}, block_size={self.block_size}, "
-                f"n_select={self.n_select}, window={self.window}, causal={self.causal}")
+        return (f"block_size={self.block_size}, n_select={self.n_select}, window={self.window}, "
+                f"causal={self.causal}")
+
+
+class NSASelfAttention(MultiHeadAttention):
+    """Multi-head Native Sparse Attention: ``x [batch, n, d_model] -> [batch, n, d_model]``.
+
+    Parameters beyond ``qkv``/``out``: intra-block position embeddings ``pos_k``, ``pos_v``
+    ``[block_size, d_head]``, the compression maps ``phi_k``, ``phi_v`` (``d_head -> d_head``) and the
+    gate ``gate: d_model -> 3 n_heads`` (sigmoid) -- those of :class:`NSACore`. Defined in Chapter 6.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, block_size: int = 32, n_select: int = 4, window: int = 64,
+                 causal: bool = False, chunk: int = 256, bias: bool = True):
+        super().__init__(d_model, n_heads, bias=bias)
+        self.set_core(NSACore(d_model, n_heads, block_size, n_select, window, causal, chunk))

@@ -41,6 +41,10 @@ only on keys :math:`j \le i`, so it is causal exactly (bit for bit).
 (batch, head), then ``ratio * (exp(...) + 1e-4)`` with ``ratio = m^{-1/2}``. The ``+1e-4`` biases
 the estimate and the shared key shift can underflow at large logits, which is why it is not the
 default.
+
+:class:`FavorCore` (a fixed projection matrix) and :class:`PerformerCore` (seeded draws, optional
+redraws) are the attention cores of the distillation's ``performer`` student and of
+:class:`PerformerSelfAttention`. Defined in Chapter 8.
 """
 from __future__ import annotations
 
@@ -48,11 +52,13 @@ import math
 
 import torch
 
-from ._common import HeadsAttention, check_bool, check_qkv, masked_attention
+from ._common import check_bool, check_qkv, masked_attention
 from .. import _validation as V
+from ..attention.cores import AttentionCore
+from ..attention.layer import MultiHeadAttention
 
 __all__ = ["gaussian_orthogonal_random_matrix", "favor_log_features", "favor_attention",
-           "favor_attention_quadratic", "PerformerSelfAttention"]
+           "favor_attention_quadratic", "FavorCore", "PerformerCore", "PerformerSelfAttention"]
 
 _KERNELS = ("stable", "performer_pytorch")
 
@@ -212,26 +218,49 @@ def favor_attention_quadratic(q, k, v, projection, scale=None, causal: bool = Fa
     return masked_attention(log_a, keep, v)
 
 
-class PerformerSelfAttention(HeadsAttention):
-    """Multi-head FAVOR+ attention: ``x [batch, n, d_model] -> [batch, n, d_model]``.
+class FavorCore(AttentionCore):
+    """FAVOR+ attention on ``(B, nh, T, hs)`` with the projection matrix ``projection_matrix [m, hs]``
+    (a buffer, shared by the heads). Stats (no pairs: nothing is attended pair by pair): features
+    ``2 T m hs``, the prefix state and its read-out ``2 T m hs`` and the intra-chunk terms
+    ``T c (m + hs)`` per head, ``c`` the chunk size. Defined in Chapter 8."""
 
-    ``projection_matrix`` is a buffer ``[n_features, d_head]`` shared by the heads (default
-    ``n_features = int(d_head * log(d_head))`` as in ``performer_pytorch``). With
-    ``feature_redraw_interval=N`` a training-mode forward redraws it once ``N`` forwards have run
-    since the last draw (the package's ``ProjectionUpdater`` rule); :meth:`redraw_features` does it
-    by hand. Draws come from a generator seeded with ``seed``; orthogonal blocks are Haar-distributed
-    (``haar=True`` of :func:`gaussian_orthogonal_random_matrix`, an unbiased kernel estimate) except
-    with ``kernel="performer_pytorch"``, which keeps the package's plain QR.
-    """
-
-    def __init__(self, d_model: int, n_heads: int, n_features: int | None = None, causal: bool = False,
-                 orthogonal: bool = True, scaling: int = 0, feature_redraw_interval: int | None = None,
-                 kernel: str = "stable", chunk_size: int = 64, seed: int = 0, bias: bool = True):
-        super().__init__(d_model, n_heads, bias)
-        dh = self.d_head
-        self.n_features = V.check_positive_int(
-            "n_features", n_features if n_features is not None else max(1, int(dh * math.log(dh))))
+    def __init__(self, projection: torch.Tensor | None, causal: bool = False, chunk_size: int = 64,
+                 kernel: str = "stable"):
+        super().__init__()
         self.causal = check_bool("causal", causal)
+        if kernel not in _KERNELS:
+            raise ValueError(f"`kernel` must be one of {_KERNELS}, got {kernel!r}")
+        if kernel == "performer_pytorch" and causal:
+            raise ValueError("kernel='performer_pytorch' supports causal=False only")
+        self.kernel = kernel
+        self.chunk_size = V.check_positive_int("chunk_size", chunk_size)
+        self.register_buffer("projection_matrix", projection)
+
+    def forward(self, q, k, v, x=None):
+        if self.stats is not None:
+            B, nh, T, hs = q.shape
+            m, c = self.projection_matrix.shape[0], min(self.chunk_size, T)
+            self.stats.update(macs=B * nh * (2 * T * m * hs + 2 * T * m * hs + T * c * (m + hs)))
+        return favor_attention(q, k, v, self.projection_matrix, causal=self.causal, chunk_size=self.chunk_size,
+                               kernel=self.kernel)
+
+    def extra_repr(self):
+        return f"n_features={self.projection_matrix.shape[0]}, causal={self.causal}, kernel={self.kernel!r}"
+
+
+class PerformerCore(FavorCore):
+    """:class:`FavorCore` whose matrix is drawn from a generator seeded with ``seed`` (Haar-distributed
+    orthogonal blocks except with ``kernel="performer_pytorch"``, which keeps the package's plain QR);
+    with ``feature_redraw_interval=N`` a training-mode forward redraws it once ``N`` forwards have run
+    since the last draw (the package's ``ProjectionUpdater`` rule). Defined in Chapter 8."""
+
+    def __init__(self, d_head: int, n_features: int | None = None, causal: bool = False, orthogonal: bool = True,
+                 scaling: int = 0, feature_redraw_interval: int | None = None, kernel: str = "stable",
+                 chunk_size: int = 64, seed: int = 0):
+        super().__init__(None, causal, chunk_size, kernel)
+        self.d_head = d_head
+        self.n_features = V.check_positive_int(
+            "n_features", n_features if n_features is not None else max(1, int(d_head * math.log(d_head))))
         self.orthogonal = check_bool("orthogonal", orthogonal)
         if scaling not in (0, 1):
             raise ValueError(f"`scaling` must be 0 or 1, got {scaling!r}")
@@ -239,14 +268,8 @@ class PerformerSelfAttention(HeadsAttention):
         if feature_redraw_interval is not None:
             V.check_positive_int("feature_redraw_interval", feature_redraw_interval)
         self.feature_redraw_interval = feature_redraw_interval
-        if kernel not in _KERNELS:
-            raise ValueError(f"`kernel` must be one of {_KERNELS}, got {kernel!r}")
-        if kernel == "performer_pytorch" and causal:
-            raise ValueError("kernel='performer_pytorch' supports causal=False only")
-        self.kernel = kernel
-        self.chunk_size = V.check_positive_int("chunk_size", chunk_size)
         self._generator = torch.Generator().manual_seed(int(seed))
-        self.register_buffer("projection_matrix", self._draw())
+        self.projection_matrix = self._draw()
         self.register_buffer("calls_since_redraw", torch.zeros((), dtype=torch.long))
 
     def _draw(self):
@@ -262,15 +285,30 @@ class PerformerSelfAttention(HeadsAttention):
         self.projection_matrix.copy_(self._draw())
         self.calls_since_redraw.zero_()
 
-    def attend(self, q, k, v, x):
+    def forward(self, q, k, v, x=None):
         if self.training and self.feature_redraw_interval is not None:
             if int(self.calls_since_redraw) >= self.feature_redraw_interval:
                 self.redraw_features()
             else:
                 self.calls_since_redraw += 1
-        return favor_attention(q, k, v, self.projection_matrix, causal=self.causal, chunk_size=self.chunk_size,
-                               kernel=self.kernel)
+        return super().forward(q, k, v, x)
 
-    def extra_repr(self):
-        return (f"d_model={self.d_model}, n_heads={self.n_heads}, n_features={self.n_features}, "
-                f"causal={self.causal}, orthogonal={self.orthogonal}, kernel={self.kernel!r}")
+
+class PerformerSelfAttention(MultiHeadAttention):
+    """Multi-head FAVOR+ attention: ``x [batch, n, d_model] -> [batch, n, d_model]``. Defined in Chapter 8.
+
+    ``projection_matrix`` is a buffer ``[n_features, d_head]`` shared by the heads (default
+    ``n_features = int(d_head * log(d_head))`` as in ``performer_pytorch``). With
+    ``feature_redraw_interval=N`` a training-mode forward redraws it once ``N`` forwards have run
+    since the last draw (the package's ``ProjectionUpdater`` rule); :meth:`redraw_features` does it
+    by hand. Draws come from a generator seeded with ``seed``; orthogonal blocks are Haar-distributed
+    (``haar=True`` of :func:`gaussian_orthogonal_random_matrix`, an unbiased kernel estimate) except
+    with ``kernel="performer_pytorch"``, which keeps the package's plain QR (:class:`PerformerCore`).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, n_features: int | None = None, causal: bool = False,
+                 orthogonal: bool = True, scaling: int = 0, feature_redraw_interval: int | None = None,
+                 kernel: str = "stable", chunk_size: int = 64, seed: int = 0, bias: bool = True):
+        super().__init__(d_model, n_heads, bias=bias)
+        self.set_core(PerformerCore(self.d_head, n_features, causal, orthogonal, scaling, feature_redraw_interval,
+                                    kernel, chunk_size, seed))

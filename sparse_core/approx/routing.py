@@ -23,16 +23,20 @@ is ever empty.
 Cost: this implementation computes the masked scores ``chunk`` queries at a time (exact,
 ``O(chunk * n)`` memory); the paper's speed comes from sorting tokens by cluster into equal-size
 buckets, which changes the set :math:`S` (it caps the cluster size).
+
+:class:`RoutingCore` is the attention core of :class:`RoutingSelfAttention`. Defined in Chapter 6.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ._common import HeadsAttention, check_bool, check_qkv, chunked_masked_attention
+from ._common import check_bool, check_qkv, chunked_masked_attention
 from .. import _validation as V
+from ..attention.cores import AttentionCore
+from ..attention.layer import MultiHeadAttention
 
-__all__ = ["kmeans", "assign_clusters", "routing_mask", "routing_attention", "RoutingSelfAttention"]
+__all__ = ["kmeans", "assign_clusters", "routing_mask", "routing_attention", "RoutingCore", "RoutingSelfAttention"]
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -123,8 +127,62 @@ def routing_attention(q, k, v, centroids, scale=None, causal: bool = False, chun
     return chunked_masked_attention(q, k, v, scale, keep_fn, chunk)
 
 
-class RoutingSelfAttention(HeadsAttention):
-    """Multi-head routing attention: ``x [batch, n, d_model] -> [batch, n, d_model]``.
+class RoutingCore(AttentionCore):
+    """Routing attention on ``(B, nh, T, hs)`` with centroids ``[n_heads, n_clusters, d_head]`` (a buffer,
+    seeded random unit vectors). In training mode each forward moves every centroid toward the
+    normalised mean of its members, ``mu <- normalise(decay * mu + (1 - decay) * mean)``, after
+    computing the output. Defined in Chapter 6."""
+
+    def __init__(self, n_heads: int, d_head: int, n_clusters: int, causal: bool = False, shared_qk: bool = False,
+                 decay: float = 0.999, seed: int = 0, chunk: int = 256):
+        super().__init__()
+        self.n_clusters = V.check_positive_int("n_clusters", n_clusters)
+        self.causal = check_bool("causal", causal)
+        self.shared_qk = check_bool("shared_qk", shared_qk)
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay <= 1.0:
+            raise ValueError(f"`decay` must be a number in [0, 1], got {decay!r}")
+        self.decay = float(decay)
+        self.seed = int(seed)
+        self.chunk = V.check_positive_int("chunk", chunk)
+        self.n_heads, self.d_head = n_heads, d_head
+        g = torch.Generator().manual_seed(self.seed)
+        self.register_buffer("centroids", _unit(torch.randn(n_heads, n_clusters, d_head, generator=g)))
+
+    def _points(self, q, k):
+        """Queries and keys (queries only if shared) of every head: ``[n_heads, points, d_head]``."""
+        pts = torch.cat([q, k], dim=2) if not self.shared_qk else q  # (B, nh, T or 2T, hs)
+        return pts.transpose(0, 1).reshape(self.n_heads, -1, self.d_head)
+
+    @torch.no_grad()
+    def fit(self, q, k, n_iters: int = 10) -> None:
+        """Set the centroids by :func:`kmeans` on the (normalised) ``q`` and ``k`` ``(B, nh, T, hs)``."""
+        self.centroids.copy_(kmeans(self._points(q, k), self.n_clusters, n_iters, self.seed))
+
+    def forward(self, q, k, v, x=None):
+        if self.shared_qk:
+            k = q
+        out = routing_attention(q, k, v, self.centroids[None], causal=self.causal, chunk=self.chunk)
+        if self.training and self.decay < 1.0:
+            self._ema_update(q, k)
+        return out
+
+    @torch.no_grad()
+    def _ema_update(self, q, k):
+        pts = _unit(self._points(q.detach(), k.detach()))
+        a = assign_clusters(pts, self.centroids)
+        sums = torch.zeros_like(self.centroids).scatter_add_(1, a[..., None].expand(-1, -1, self.d_head), pts)
+        counts = torch.zeros(self.centroids.shape[:2], dtype=pts.dtype, device=pts.device).scatter_add_(
+            1, a, torch.ones_like(a, dtype=pts.dtype))
+        means = sums / counts.clamp(min=1)[..., None]
+        moved = _unit(self.decay * self.centroids + (1 - self.decay) * means)
+        self.centroids.copy_(torch.where(counts[..., None] > 0, moved, self.centroids))
+
+    def extra_repr(self):
+        return f"n_clusters={self.n_clusters}, causal={self.causal}, shared_qk={self.shared_qk}"
+
+
+class RoutingSelfAttention(MultiHeadAttention):
+    """Multi-head routing attention: ``x [batch, n, d_model] -> [batch, n, d_model]``. Defined in Chapter 6.
 
     ``centroids`` is a buffer ``[n_heads, n_clusters, d_head]`` (seeded random unit vectors at
     construction; :meth:`fit_centroids` runs :func:`kmeans` on a batch). In training mode each
@@ -136,54 +194,13 @@ class RoutingSelfAttention(HeadsAttention):
     def __init__(self, d_model: int, n_heads: int, n_clusters: int, causal: bool = False,
                  shared_qk: bool = False, decay: float = 0.999, seed: int = 0, chunk: int = 256,
                  bias: bool = True):
-        super().__init__(d_model, n_heads, bias)
-        self.n_clusters = V.check_positive_int("n_clusters", n_clusters)
-        self.causal = check_bool("causal", causal)
-        self.shared_qk = check_bool("shared_qk", shared_qk)
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay <= 1.0:
-            raise ValueError(f"`decay` must be a number in [0, 1], got {decay!r}")
-        self.decay = float(decay)
-        self.seed = int(seed)
-        self.chunk = V.check_positive_int("chunk", chunk)
-        g = torch.Generator().manual_seed(self.seed)
-        self.register_buffer("centroids", _unit(torch.randn(n_heads, n_clusters, self.d_head, generator=g)))
+        super().__init__(d_model, n_heads, bias=bias)
+        self.set_core(RoutingCore(n_heads, self.d_head, n_clusters, causal, shared_qk, decay, seed, chunk))
 
     @torch.no_grad()
     def fit_centroids(self, x: torch.Tensor, n_iters: int = 10) -> "RoutingSelfAttention":
         """Set the centroids by k-means on the (normalised) queries and keys of ``x [batch, n, d_model]``."""
         self.check_input(x)
-        q, k = self._qk(x)
-        pts = torch.cat([q, k], dim=2) if not self.shared_qk else q  # [b, h, n or 2n, d_head]
-        pts = pts.transpose(0, 1).reshape(self.n_heads, -1, self.d_head)
-        self.centroids.copy_(kmeans(pts, self.n_clusters, n_iters, self.seed))
+        q, k, _ = self.qkv_heads(x)
+        self.core.fit(q, k, n_iters)
         return self
-
-    def _qk(self, x):
-        b, n, _ = x.shape
-        q, k, _ = self.qkv(x).view(b, n, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-        return q, (q if self.shared_qk else k)
-
-    def attend(self, q, k, v, x):
-        if self.shared_qk:
-            k = q
-        cent = self.centroids[None]
-        out = routing_attention(q, k, v, cent, causal=self.causal, chunk=self.chunk)
-        if self.training and self.decay < 1.0:
-            self._ema_update(q, k)
-        return out
-
-    @torch.no_grad()
-    def _ema_update(self, q, k):
-        pts = _unit((torch.cat([q, k], dim=2) if not self.shared_qk else q).detach())
-        pts = pts.transpose(0, 1).reshape(self.n_heads, -1, self.d_head)
-        a = assign_clusters(pts, self.centroids)
-        sums = torch.zeros_like(self.centroids).scatter_add_(1, a[..., None].expand(-1, -1, self.d_head), pts)
-        counts = torch.zeros(self.centroids.shape[:2], dtype=pts.dtype, device=pts.device).scatter_add_(
-            1, a, torch.ones_like(a, dtype=pts.dtype))
-        means = sums / counts.clamp(min=1)[..., None]
-        moved = _unit(self.decay * self.centroids + (1 - self.decay) * means)
-        self.centroids.copy_(torch.where(counts[..., None] > 0, moved, self.centroids))
-
-    def extra_repr(self):
-        return (f"d_model={self.d_model}, n_heads={self.n_heads}, n_clusters={self.n_clusters}, "
-                f"causal={self.causal}, shared_qk={self.shared_qk}")

@@ -11,6 +11,10 @@ Both then do :math:`o_i = \sum_j \operatorname{softmax}_j(s_{ij})\, v_j` with
 (:math:`j \le i` if causal). :math:`\ell` = ``max_len`` is the longest sequence the layer accepts;
 shorter ones use the leading :math:`n` entries. :func:`synthesizer_attention` is the shared core:
 with :math:`q = s` and :math:`k = I_n` it is the dense oracle with ``scale=1``.
+
+:class:`DenseSynthesizerCore` and :class:`RandomSynthesizerCore` are the attention cores of the two
+layers (values only: the layers have no query or key projection). No chapter of the course builds
+them; they are tested against that oracle in ``tests/test_approx_synthesizer.py``.
 """
 from __future__ import annotations
 
@@ -19,10 +23,13 @@ import math
 import torch
 from torch import nn
 
-from ._common import HeadsAttention, check_bool, masked_attention
+from ._common import check_bool, masked_attention
 from .. import _validation as V
+from ..attention.cores import AttentionCore
+from ..attention.layer import MultiHeadAttention
 
-__all__ = ["synthesizer_attention", "DenseSynthesizerAttention", "RandomSynthesizerAttention"]
+__all__ = ["synthesizer_attention", "DenseSynthesizerCore", "RandomSynthesizerCore", "DenseSynthesizerAttention",
+           "RandomSynthesizerAttention"]
 
 
 def synthesizer_attention(scores: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -41,34 +48,27 @@ def synthesizer_attention(scores: torch.Tensor, v: torch.Tensor, causal: bool = 
     return masked_attention(scores, keep, v)
 
 
-class _SynthesizerBase(HeadsAttention):
-    def __init__(self, d_model, n_heads, max_len, causal, bias):
-        super().__init__(d_model, n_heads, bias)
+class _SynthesizerCore(AttentionCore):
+    """Scores from ``x`` (:meth:`scores`), then ``softmax(scores) v``; sequences of at most ``max_len``."""
+
+    def __init__(self, max_len: int, causal: bool):
+        super().__init__()
         self.max_len = V.check_positive_int("max_len", max_len)
         self.causal = check_bool("causal", causal)
-        # only values are needed; keep `qkv`'s place for a uniform interface but drop q and k
-        del self.qkv
-        self.value = nn.Linear(d_model, d_model, bias=bias)
 
-    def forward(self, x):
-        self.check_input(x)
+    def forward(self, q, k, v, x=None):
         n = x.shape[1]
         if n > self.max_len:
             raise ValueError(f"`x` has n={n} positions; this layer was built for at most max_len={self.max_len}")
-        v = self.split_heads(self.value(x))
-        return self.out(self.merge_heads(synthesizer_attention(self.scores(x), v, self.causal)))
-
-    @classmethod
-    def from_multihead(cls, *args, **kwargs):
-        raise TypeError(f"{cls.__name__} has no query/key projections to copy from nn.MultiheadAttention")
+        return synthesizer_attention(self.scores(x), v, self.causal)
 
 
-class DenseSynthesizerAttention(_SynthesizerBase):
-    """Dense Synthesizer: ``x [batch, n, d_model] -> [batch, n, d_model]``, ``n <= max_len``."""
+class DenseSynthesizerCore(_SynthesizerCore):
+    """Dense Synthesizer scores ``B (B, nh, T, T)``: row ``i`` is predicted from ``x_i`` alone."""
 
-    def __init__(self, d_model: int, n_heads: int, max_len: int, hidden: int | None = None,
-                 causal: bool = False, bias: bool = True):
-        super().__init__(d_model, n_heads, max_len, causal, bias)
+    def __init__(self, d_model: int, n_heads: int, max_len: int, hidden: int | None = None, causal: bool = False):
+        super().__init__(max_len, causal)
+        self.n_heads = n_heads
         self.hidden = V.check_positive_int("hidden", hidden if hidden is not None else d_model // n_heads)
         self.w1 = nn.Linear(d_model, n_heads * self.hidden)
         self.w2 = nn.Parameter(torch.empty(n_heads, self.hidden, max_len))
@@ -76,16 +76,60 @@ class DenseSynthesizerAttention(_SynthesizerBase):
         nn.init.uniform_(self.w2, -1 / math.sqrt(self.hidden), 1 / math.sqrt(self.hidden))
 
     def scores(self, x):
-        """``B [batch, n_heads, n, n]``: row ``i`` is predicted from ``x_i`` alone."""
-        b, n, _ = x.shape
-        h = torch.relu(self.w1(x)).view(b, n, self.n_heads, self.hidden).transpose(1, 2)
-        return torch.einsum("bhnr,hrl->bhnl", h, self.w2[..., :n]) + self.b2[:, None, :n]
+        B, T, _ = x.shape
+        h = torch.relu(self.w1(x)).view(B, T, self.n_heads, self.hidden).transpose(1, 2)
+        return torch.einsum("bhnr,hrl->bhnl", h, self.w2[..., :T]) + self.b2[:, None, :T]
 
     def extra_repr(self):
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, max_len={self.max_len}, hidden={self.hidden}, causal={self.causal}"
+        return f"max_len={self.max_len}, hidden={self.hidden}, causal={self.causal}"
 
 
-class RandomSynthesizerAttention(_SynthesizerBase):
+class RandomSynthesizerCore(_SynthesizerCore):
+    """Random Synthesizer scores ``R [1, n_heads, T, T]`` (the same for every input): ``N(0, 1)``
+    draws from ``seed``, a parameter, or a buffer with ``trainable=False``."""
+
+    def __init__(self, n_heads: int, max_len: int, causal: bool = False, trainable: bool = True, seed: int = 0):
+        super().__init__(max_len, causal)
+        self.trainable = check_bool("trainable", trainable)
+        r = torch.randn(n_heads, self.max_len, self.max_len, generator=torch.Generator().manual_seed(int(seed)))
+        if trainable:
+            self.R = nn.Parameter(r)
+        else:
+            self.register_buffer("R", r)
+
+    def scores(self, x):
+        n = x.shape[1]
+        return self.R[None, :, :n, :n].to(x.dtype)
+
+    def extra_repr(self):
+        return f"max_len={self.max_len}, causal={self.causal}, trainable={self.trainable}"
+
+
+class _SynthesizerLayer(MultiHeadAttention):
+    """Values only: the ``value`` projection (``d_model -> d_model``) replaces the fused ``qkv``."""
+
+    def __init__(self, d_model, n_heads, bias):
+        super().__init__(d_model, n_heads, bias=bias, qkv_layout=None)
+        self.value = nn.Linear(d_model, d_model, bias=bias)
+
+    def qkv_heads(self, x):
+        return None, None, self.split_heads(self.value(x))                  # v: (B, nh, T, hs)
+
+    @classmethod
+    def from_multihead(cls, *args, **kwargs):
+        raise TypeError(f"{cls.__name__} has no query/key projections to copy from nn.MultiheadAttention")
+
+
+class DenseSynthesizerAttention(_SynthesizerLayer):
+    """Dense Synthesizer: ``x [batch, n, d_model] -> [batch, n, d_model]``, ``n <= max_len``."""
+
+    def __init__(self, d_model: int, n_heads: int, max_len: int, hidden: int | None = None,
+                 causal: bool = False, bias: bool = True):
+        super().__init__(d_model, n_heads, bias)
+        self.set_core(DenseSynthesizerCore(d_model, n_heads, max_len, hidden, causal))
+
+
+class RandomSynthesizerAttention(_SynthesizerLayer):
     """Random Synthesizer: ``x [batch, n, d_model] -> [batch, n, d_model]``, ``n <= max_len``.
 
     ``R [n_heads, max_len, max_len]`` starts as ``N(0, 1)`` draws from ``seed``; ``trainable=False``
@@ -94,18 +138,5 @@ class RandomSynthesizerAttention(_SynthesizerBase):
 
     def __init__(self, d_model: int, n_heads: int, max_len: int, causal: bool = False, trainable: bool = True,
                  seed: int = 0, bias: bool = True):
-        super().__init__(d_model, n_heads, max_len, causal, bias)
-        self.trainable = check_bool("trainable", trainable)
-        r = torch.randn(n_heads, max_len, max_len, generator=torch.Generator().manual_seed(int(seed)))
-        if trainable:
-            self.R = nn.Parameter(r)
-        else:
-            self.register_buffer("R", r)
-
-    def scores(self, x):
-        """``R [1, n_heads, n, n]`` (the same for every input)."""
-        n = x.shape[1]
-        return self.R[None, :, :n, :n].to(x.dtype)
-
-    def extra_repr(self):
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, max_len={self.max_len}, causal={self.causal}, trainable={self.trainable}"
+        super().__init__(d_model, n_heads, bias)
+        self.set_core(RandomSynthesizerCore(n_heads, max_len, causal, trainable, seed))

@@ -17,6 +17,9 @@ Two implementations, equal up to rounding of the scores:
 * :func:`topk_attention_blockwise` -- streams over key blocks keeping a running top-:math:`k`
   (values and indices) per query, then gathers the :math:`k` chosen keys and values: peak memory
   ``block_size * (k + block_size)`` scores per batch-head; the ``n x n`` matrix never exists.
+
+:class:`TopKCore` is the attention core of the layer :class:`TopKSelfAttention` (and of the
+distillation's top-k student). Defined in Chapter 6.
 """
 from __future__ import annotations
 
@@ -24,10 +27,13 @@ import math
 
 import torch
 
-from ._common import HeadsAttention, check_bool, check_qkv, masked_attention
+from ._common import causal_pair_count, check_bool, check_qkv, masked_attention
 from .. import _validation as V
+from ..attention.cores import AttentionCore
+from ..attention.layer import MultiHeadAttention
 
-__all__ = ["topk_attention", "topk_attention_blockwise", "topk_mask", "TopKSelfAttention"]
+__all__ = ["topk_attention", "topk_attention_blockwise", "topk_mask", "mask_from_scores", "TopKCore",
+           "TopKSelfAttention"]
 
 
 def _stable_topk(s: torch.Tensor, k: int) -> torch.Tensor:
@@ -41,10 +47,12 @@ def topk_mask(q, k, topk: int, scale=None, causal: bool = False) -> torch.Tensor
     topk = V.check_positive_int("topk", topk)
     check_bool("causal", causal)
     s = torch.matmul(q, k.transpose(-1, -2)).detach() * scale
-    return _mask_from_scores(s, topk, causal)
+    return mask_from_scores(s, topk, causal)
 
 
-def _mask_from_scores(s, topk, causal):
+def mask_from_scores(s: torch.Tensor, topk: int, causal: bool = False) -> torch.Tensor:
+    """Boolean ``[..., n_q, n_k]``: the ``topk`` largest of the scores ``s`` in each row (ties to the
+    smaller key index; causal: among keys ``j <= i`` only)."""
     n_q, n_k = s.shape[-2:]
     allowed = None
     if causal:
@@ -65,7 +73,7 @@ def topk_attention(q, k, v, topk: int, scale=None, causal: bool = False) -> torc
     topk = V.check_positive_int("topk", topk)
     check_bool("causal", causal)
     s = torch.matmul(q, k.transpose(-1, -2)) * scale
-    return masked_attention(s, _mask_from_scores(s.detach(), topk, causal), v)
+    return masked_attention(s, mask_from_scores(s.detach(), topk, causal), v)
 
 
 def topk_attention_blockwise(q, k, v, topk: int, scale=None, causal: bool = False,
@@ -116,8 +124,34 @@ def topk_attention_blockwise(q, k, v, topk: int, scale=None, causal: bool = Fals
     return torch.cat(outs, dim=-2)
 
 
-class TopKSelfAttention(HeadsAttention):
-    """Multi-head self-attention keeping the ``topk`` largest scores per query.
+class TopKCore(AttentionCore):
+    """Top-``topk`` attention on ``(B, nh, T, hs)``: :func:`topk_attention` (``block_size=None``) or
+    :func:`topk_attention_blockwise`. Stats: every allowed score is computed (``hs`` multiply-adds
+    per pair), ``topk`` values per query are summed. Defined in Chapter 6."""
+
+    def __init__(self, topk: int, causal: bool = False, block_size: int | None = None):
+        super().__init__()
+        self.topk = V.check_positive_int("topk", topk)
+        self.causal = check_bool("causal", causal)
+        self.block_size = None if block_size is None else V.check_positive_int("block_size", block_size)
+
+    def forward(self, q, k, v, x=None):
+        if self.block_size is not None:
+            return topk_attention_blockwise(q, k, v, self.topk, causal=self.causal, block_size=self.block_size)
+        s = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, T, T)
+        keep = mask_from_scores(s.detach(), self.topk, self.causal)
+        if self.stats is not None:
+            B, nh, T, hs = q.shape
+            kept = int(keep.sum())
+            self.stats.update(pairs=kept, macs=causal_pair_count(B, nh, T, self.causal) * hs + kept * hs)
+        return masked_attention(s, keep, v)
+
+    def extra_repr(self):
+        return f"topk={self.topk}, causal={self.causal}, block_size={self.block_size}"
+
+
+class TopKSelfAttention(MultiHeadAttention):
+    """Multi-head self-attention keeping the ``topk`` largest scores per query. Defined in Chapter 6.
 
     ``x [batch, n, d_model] -> [batch, n, d_model]``; interface of ``SparseSelfAttention``.
     ``block_size=None`` uses the dense-score version, an integer the blockwise one.
@@ -125,15 +159,5 @@ class TopKSelfAttention(HeadsAttention):
 
     def __init__(self, d_model: int, n_heads: int, topk: int, causal: bool = False,
                  block_size: int | None = None, bias: bool = True):
-        super().__init__(d_model, n_heads, bias)
-        self.topk = V.check_positive_int("topk", topk)
-        self.causal = check_bool("causal", causal)
-        self.block_size = None if block_size is None else V.check_positive_int("block_size", block_size)
-
-    def attend(self, q, k, v, x):
-        if self.block_size is None:
-            return topk_attention(q, k, v, self.topk, causal=self.causal)
-        return topk_attention_blockwise(q, k, v, self.topk, causal=self.causal, block_size=self.block_size)
-
-    def extra_repr(self):
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, topk={self.topk}, causal={self.causal}, block_size={self.block_size}"
+        super().__init__(d_model, n_heads, bias=bias)
+        self.set_core(TopKCore(topk, causal, block_size))

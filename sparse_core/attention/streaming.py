@@ -61,13 +61,7 @@ def streaming_attention(
     return_lse:
         Also return the per-query log-sum-exp (``-inf`` on fully masked rows).
     """
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"`{name}` must be a numpy.ndarray, got {type(x).__name__}")
-        V.check_float(name, x)
-    V.check_ndim("q", q, 2, "[..., n_q, d]")
-    V.check_ndim("k", k, 2, "[..., n_k, d]")
-    V.check_ndim("v", v, 2, "[..., n_k, d_v]")
+    V.check_qkv_arrays(q, k, v, np.ndarray, "numpy.ndarray")
     n_q, d = q.shape[-2:]
     n_k, d_v = v.shape[-2:]
     if k.shape[-1] != d:

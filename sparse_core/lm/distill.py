@@ -16,7 +16,8 @@ over the next-token distributions at every position of WikiText-2 training seque
 :math:`P^T = \operatorname{softmax}(z / T)` is the distribution at temperature :math:`T`. The KL is
 computed in log space (:func:`kl_divergence`).
 
-Students (``DistillConfig.student``); all are causal and run on the rotated q, k of the teacher:
+Students (``DistillConfig.student``); all are causal and run on the rotated q, k of the teacher.
+Each is a GPT-NeoX attention layer with its own attention core (:data:`sparse_core.lm.students.STUDENT_CORES`):
 
 ===========  ==============================================  =====================================
 student      attention                                       parameters it adds (per layer)
@@ -77,16 +78,14 @@ gain of distillation is measured. Checkpoints, resume, Ctrl-C and tokens/s follo
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import math
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -94,17 +93,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validation as V
-from ..approx._common import causal_keep, masked_attention
-from ..approx.learned_mask import PairGate, gated_attention
-from ..approx.nsa import compress_blocks, compressed_keep, nsa_attention, select_blocks, selected_token_mask
-from ..approx.performer import favor_attention, gaussian_orthogonal_random_matrix
-from ..approx.topk import _mask_from_scores
 from .data.batching import eval_batches
-from ..models.gpt_neox import Attention, GPTNeoX, GPTNeoXConfig, attention_pattern
-from ..attention.ops import block_sparse_attention
+from ..models.gpt_neox import GPTNeoX, GPTNeoXConfig
 from . import distributed
 from .engine import (CHECKPOINT, METRICS, EngineConfig, Objective, Run, fit, read_checkpoint, resolve_device,
                      set_threads)
+from .students import (StudentAttention, attention_parameter_names, freeze_all_but_attention, hard_gates, l1_penalty,
+                       record_stats)
 
 __all__ = ["STUDENT_KINDS", "TRAIN_MODES", "BLOCK_PATTERNS", "DistillConfig", "kl_divergence", "StudentAttention",
            "make_student", "attention_parameter_names", "freeze_all_but_attention", "l1_penalty", "record_stats",
@@ -210,129 +205,14 @@ class DistillConfig(EngineConfig, steps=200, warmup=20, weight_decay=0.0, eval_i
 
 
 # ---------------------------------------------------------------------------- the student attention
-
-class StudentAttention(Attention):
-    """A GPT-NeoX attention module whose attention is ``kind`` (see the module docstring).
-
-    Same ``query_key_value``, ``dense``, rotary embedding and state-dict names as
-    :class:`sparse_core.models.gpt_neox.Attention`, plus the student's own parameters. Computes
-    whole sequences only (no key-value cache): generate with :func:`generate_full`.
-    """
-
-    def __init__(self, config: GPTNeoXConfig, index: int, cfg: DistillConfig):
-        super().__init__(config, backend=None, index=index)
-        self.kind, self.hard, self.stats = cfg.student, False, None
-        dh = self.head_dim
-        if self.kind == "mask":
-            self.gate = PairGate(dh, cfg.hidden, init_open=2.0)
-            with torch.no_grad():  # near-constant gates (~0.88) at the start: the student starts as the teacher
-                nn.init.normal_(self.gate.w_2.weight, std=1e-2)
-            self.l1_weight, self._l1 = cfg.l1, None
-        elif self.kind == "nsa":
-            self.nsa_block, self.n_select, self.window = cfg.nsa_block, cfg.nsa_select, cfg.nsa_window
-            self.pos_k = nn.Parameter(torch.zeros(cfg.nsa_block, dh))
-            self.pos_v = nn.Parameter(torch.zeros(cfg.nsa_block, dh))
-            self.phi_k = nn.Linear(dh, dh, bias=False)
-            self.phi_v = nn.Linear(dh, dh, bias=False)
-            self.gate = nn.Linear(config.hidden_size, 3 * self.num_heads, bias=True)
-            with torch.no_grad():  # mean pooling, and gates (cmp, slc, win) = (0.02, 0.5, 0.5) for every token
-                nn.init.eye_(self.phi_k.weight)
-                nn.init.eye_(self.phi_v.weight)
-                nn.init.zeros_(self.gate.weight)
-                self.gate.bias.copy_(torch.tensor([-4.0, 0.0, 0.0]).repeat(self.num_heads))
-        elif self.kind == "performer":
-            m = cfg.n_features or max(1, int(dh * math.log(dh)))
-            self.chunk_size = cfg.chunk_size
-            g = torch.Generator().manual_seed(cfg.seed * 1000 + index)
-            self.register_buffer("projection_matrix", gaussian_orthogonal_random_matrix(m, dh, generator=g))
-        elif self.kind == "topk":
-            self.topk = cfg.topk
-        else:  # block
-            pc = dataclasses.replace(config, attention=cfg.pattern, window=cfg.window, stride=cfg.stride,
-                                     block_size=cfg.block_size)
-            self.pattern = attention_pattern(pc)
-            self.block_size = cfg.block_size
-            self.layout_heads = self.num_heads if (self.pattern.n_heads or 1) > 1 else 1
-            self._layouts: dict[int, Any] = {}
-
-    # -- attention of the rotated q, k and v [batch, heads, n, d_head]
-    def attend(self, q, k, v, x):
-        b, h, n, d = q.shape
-        scale = 1.0 / math.sqrt(d)
-        st = self.stats
-        causal_pairs = b * h * n * (n + 1) // 2
-        if st is not None:
-            st["causal_pairs"] += causal_pairs
-            st["dense_macs"] += causal_pairs * 2 * d
-        if self.kind == "mask":
-            out, gate_sum, n_pairs = gated_attention(q, k, v, self.gate, scale, causal=True, hard=self.hard, chunk=128)
-            self._l1 = gate_sum / max(n_pairs, 1)
-            if st is not None:
-                with torch.no_grad():
-                    kept = sum(int(((self.gate(q[..., i0:i0 + 128, :], k) > 0)
-                                    & causal_keep(i0, min(i0 + 128, n), 0, n)).sum()) for i0 in range(0, n, 128))
-                hid = self.gate.w_2.in_features
-                st["pairs"] += kept
-                st["gate_sum"] += float(gate_sum.detach())
-                st["macs"] += (causal_pairs * (d + hid) + kept * d) if self.hard else causal_pairs * (2 * d + hid)
-            return out
-        if self.kind == "nsa":
-            k_cmp = self.phi_k(compress_blocks(k, self.nsa_block, self.pos_k))
-            v_cmp = self.phi_v(compress_blocks(v, self.nsa_block, self.pos_v))
-            gates = torch.sigmoid(self.gate(x)).view(b, n, h, 3).transpose(1, 2)
-            if st is not None:
-                with torch.no_grad():
-                    nb = k_cmp.shape[-2]
-                    cmp = int(compressed_keep(n, nb, self.nsa_block, True).sum()) * b * h
-                    sel = select_blocks(q, k_cmp, self.nsa_block, self.n_select, scale, True)
-                    slc = int(selected_token_mask(sel, self.nsa_block, n, True).sum())
-                    win = b * h * int(np.minimum(np.arange(n), self.window).sum() + n)
-                st["pairs"] += cmp + slc + win
-                st["macs"] += (cmp + slc + win) * 2 * d
-            return nsa_attention(q, k, v, gates, k_cmp, v_cmp, self.nsa_block, self.n_select, self.window, scale,
-                                 causal=True)
-        if self.kind == "performer":
-            if st is not None:
-                m, c = self.projection_matrix.shape[0], min(self.chunk_size, n)
-                st["macs"] += b * h * (2 * n * m * d + 2 * n * m * d + n * c * (m + d))
-            return favor_attention(q, k, v, self.projection_matrix.to(q.dtype), scale, causal=True,
-                                   chunk_size=self.chunk_size)
-        if self.kind == "topk":
-            s = torch.matmul(q, k.transpose(-1, -2)) * scale
-            keep = _mask_from_scores(s.detach(), self.topk, True)
-            if st is not None:
-                kept = int(keep.sum())
-                st["pairs"] += kept
-                st["macs"] += causal_pairs * d + kept * d
-            return masked_attention(s, keep, v)
-        lay = self._layouts.get(n)  # block
-        if lay is None:
-            lay = self._layouts[n] = self.pattern.to_layout(n, n, self.block_size, self.layout_heads)
-        if st is not None:
-            rep = b * (h // self.layout_heads)
-            st["pairs"] += lay.kept_pairs() * rep
-            st["macs"] += lay.computed_pairs() * rep * 2 * d
-        return block_sparse_attention(q, k, v, lay, scale)
-
-    def forward(self, x, cos, sin, cache=None, pos0: int = 0):
-        if cache is not None or pos0 != 0:
-            raise ValueError("a distilled student computes whole sequences (no key-value cache); "
-                             "use sparse_core.lm.distill.generate_full")
-        b, n, _ = x.shape
-        qkv = self.query_key_value(x).view(b, n, self.num_heads, 3 * self.head_dim).transpose(1, 2)
-        q, k, v = qkv.chunk(3, dim=-1)
-        q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
-        o = self.attend(q, k, v, x)
-        return self.dense(o.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind}, hard={self.hard}"
+# StudentAttention, its per-kind cores, freezing, the L1 penalty and the stats live in
+# sparse_core.lm.students (imported above); defined in Chapter 10.
 
 
 def make_student(teacher: GPTNeoX, cfg: DistillConfig) -> GPTNeoX:
     """A copy of ``teacher`` with every layer's attention replaced by ``cfg.student``'s
     (teacher weights copied; the new parameters initialised as documented, seeded by ``cfg.seed``),
-    frozen except for the attention parameters of ``cfg.train_mode``."""
+    frozen except for the attention parameters of ``cfg.train_mode``. Defined in Chapter 10."""
     if not isinstance(teacher, GPTNeoX):
         raise TypeError(f"`teacher` must be a GPTNeoX model, got {type(teacher).__name__}")
     if not isinstance(cfg, DistillConfig):
@@ -351,78 +231,6 @@ def make_student(teacher: GPTNeoX, cfg: DistillConfig) -> GPTNeoX:
     return student
 
 
-def _attention_index(name: str) -> bool:
-    parts = name.split(".")
-    return len(parts) > 3 and parts[0] == "layers" and parts[2] == "attention"
-
-
-def attention_parameter_names(model: GPTNeoX, mode: str) -> list[str]:
-    """Names of the parameters trained in ``mode`` (``"new"`` or ``"attention"``), sorted."""
-    if mode not in ("new", "attention"):
-        raise ValueError(f"`mode` must be 'new' or 'attention', got {mode!r}")
-    names = []
-    for name, _ in model.named_parameters():
-        if not _attention_index(name):
-            continue
-        projection = name.split(".")[3] in ("query_key_value", "dense")
-        if mode == "attention" or not projection:
-            names.append(name)
-    return sorted(names)
-
-
-def freeze_all_but_attention(model: GPTNeoX, mode: str) -> list[str]:
-    """Set ``requires_grad`` True exactly on :func:`attention_parameter_names` (False elsewhere);
-    returns those names. Raises if there are none."""
-    names = attention_parameter_names(model, mode)
-    if not names:
-        raise ValueError(f"no attention parameters to train in mode {mode!r} (does the model have a student "
-                         "attention with its own parameters?)")
-    keep = set(names)
-    for name, p in model.named_parameters():
-        p.requires_grad_(name in keep)
-        if name not in keep:
-            p.grad = None
-    return names
-
-
-def l1_penalty(model: GPTNeoX) -> torch.Tensor | None:
-    """Mean over the learned-mask layers of the mean gate of their last forward (None if no such layer)."""
-    vals = [m._l1 for m in model.modules() if isinstance(m, StudentAttention) and m.kind == "mask"]
-    if not vals:
-        return None
-    if any(v is None for v in vals):
-        raise RuntimeError("l1_penalty() needs a forward pass first")
-    return torch.stack(vals).mean()
-
-
-@contextlib.contextmanager
-def record_stats(model: GPTNeoX):
-    """Within the block every student layer adds what it computed to one ``Counter`` (yielded):
-    ``pairs`` (attended pairs), ``causal_pairs``, ``macs``, ``dense_macs`` (and ``gate_sum``)."""
-    counter: Counter = Counter()
-    layers = [m for m in model.modules() if isinstance(m, StudentAttention)]
-    for m in layers:
-        m.stats = counter
-    try:
-        yield counter
-    finally:
-        for m in layers:
-            m.stats = None
-
-
-@contextlib.contextmanager
-def _hard_gates(model: GPTNeoX, hard: bool):
-    layers = [m for m in model.modules() if isinstance(m, StudentAttention)]
-    old = [m.hard for m in layers]
-    for m in layers:
-        m.hard = hard
-    try:
-        yield
-    finally:
-        for m, h in zip(layers, old):
-            m.hard = h
-
-
 # ---------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
@@ -438,7 +246,7 @@ def evaluate_student(teacher: GPTNeoX, student: GPTNeoX, tokens, seq_len: int, b
     kl_sum = s_loss = t_loss = 0.0
     count, s_sec, t_sec = 0, 0.0, 0.0
     try:
-        with record_stats(student) as st, _hard_gates(student, hard):
+        with record_stats(student) as st, hard_gates(student, hard):
             for x, y in eval_batches(tokens, seq_len, batch_size, max_batches):
                 x, y = x.to(device), y.to(device)
                 t0 = time.perf_counter()

@@ -22,7 +22,9 @@ with ``is_causal=True``. Every other choice is a :class:`~sparse_core.patterns.P
 intersected with :func:`~sparse_core.patterns.causal` (a language model must not see the
 future), computed by :func:`sparse_core.attention.ops.block_sparse_attention` over
 ``pattern.to_layout(n, n, block_size)``: only kept blocks are computed, and the same pattern's
-``mask_mod`` gives the rows used when decoding from the key-value cache. Named kinds:
+``mask_mod`` gives the rows used when decoding from the key-value cache. Every layer is a
+:class:`sparse_core.attention.layer.MultiHeadAttention` configuration (:class:`Attention`), and
+all layers share one attention core (:func:`attention_core`). Named kinds:
 
 =========  ==================================================================================
 kind       pattern (then ``& causal``)
@@ -50,11 +52,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention.ops import block_sparse_attention
+from ..attention.cores import AttentionCore, BlockSparseCore, CausalCore, DenseCore
+from ..attention.layer import KVCache, MultiHeadAttention
 from ..patterns import Pattern, causal, fixed, intersection, per_head, sliding_window, strided
 
-__all__ = ["GPTNeoXConfig", "PRESETS", "preset", "ATTENTION_KINDS", "attention_pattern", "GPTNeoX", "KVCache",
-           "generate", "forward_flops"]
+__all__ = ["GPTNeoXConfig", "PRESETS", "preset", "ATTENTION_KINDS", "attention_pattern", "attention_core", "GPTNeoX",
+           "Attention", "KVCache", "generate", "forward_flops"]
 
 ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed")
 
@@ -182,113 +185,47 @@ def forward_flops(config: GPTNeoXConfig, n: int, pairs: float | None = None) -> 
     return out
 
 
-# ---------------------------------------------------------------------------- attention backends
-
-def _masked_attention(q, k, v, mask, scale):
-    """Softmax attention with a boolean ``mask`` [heads or 1, n_q, n_k]; rows with no key give 0."""
-    s = torch.matmul(q, k.transpose(-1, -2)) * scale
-    s = s.masked_fill(~mask, float("-inf"))
-    p = torch.softmax(s, dim=-1)
-    p = torch.where(mask.any(dim=-1, keepdim=True), p, 0.0)  # fully masked rows: zeros (as the kernel)
-    return torch.matmul(p, v)
-
-
-class _Backend:
-    """Shared by every layer: computes attention for one kind, caches block layouts per length."""
-
-    def __init__(self, pattern: Pattern | None, num_heads: int, block_size: int):
-        self.pattern, self.num_heads, self.block_size = pattern, num_heads, block_size
-        if pattern is not None and pattern.n_heads not in (None, 1, num_heads):
-            raise ValueError(f"pattern {pattern!r} describes {pattern.n_heads} heads; the model has {num_heads}")
-        self.layout_heads = num_heads if (pattern is not None and (pattern.n_heads or 1) > 1) else 1
-        self._layouts: dict[int, Any] = {}
-        self._mask = None
-
-    def layout(self, n: int):
-        lay = self._layouts.get(n)
-        if lay is None:
-            lay = self._layouts[n] = self.pattern.to_layout(n, n, self.block_size, self.layout_heads)
-        return lay
-
-    def full(self, q, k, v, scale):
-        """Attention of a whole sequence to itself (positions 0..n-1)."""
-        if self.pattern is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-        return block_sparse_attention(q, k, v, self.layout(q.shape[-2]), scale)
-
-    def mask(self, q_pos, n_k, device):
-        """Boolean [heads or 1, len(q_pos), n_k]: which cached keys each new query may use."""
-        i = q_pos[:, None]
-        j = torch.arange(n_k, device=device)[None, :]
-        if self.pattern is None:
-            return (j <= i)[None]
-        h = torch.arange(self.layout_heads, device=device)[:, None, None]
-        return self.pattern.mask_mod(0, h, i[None], j[None]) & (j <= i)[None]
-
-    def rows(self, q, k, v, pos0, scale):
-        """Queries at positions ``pos0..`` against every key in the cache (decode)."""
-        key = (pos0, q.shape[-2], k.shape[-2], q.device)
-        if self._mask is None or self._mask[0] != key:  # one mask per step, shared by the layers
-            q_pos = torch.arange(pos0, pos0 + q.shape[-2], device=q.device)
-            self._mask = (key, self.mask(q_pos, k.shape[-2], q.device))
-        return _masked_attention(q, k, v, self._mask[1], scale)
-
-
 # ---------------------------------------------------------------------------- modules
 
-def _rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def attention_core(pattern: Pattern | None, num_heads: int, block_size: int) -> CausalCore:
+    """The core every layer of a model shares: dense SDPA (``pattern=None``) or the causal pattern's
+    blocks, with the decoding rows of the key-value cache (one mask per step for all layers)."""
+    if pattern is None:
+        return DenseCore(causal=True)
+    return BlockSparseCore(pattern, block_size, num_heads, causal=True)
 
 
-class KVCache:
-    """Keys and values of every layer for the tokens seen so far ([batch, heads, length, head_dim])."""
+class Attention(MultiHeadAttention):
+    """GPT-NeoX attention: the fused ``query_key_value`` laid out per head as ``[q | k | v]``, rotary
+    embeddings on the first ``rotary_ndims`` dimensions of each q and k head, the key-value cache,
+    and the output ``dense``; ``core`` computes the attention. Defined in Chapter 9.
 
-    def __init__(self, num_layers: int):
-        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+    ``forward(x, cos, sin, cache, pos0)``: ``x (B, T, C)``, ``cos, sin`` of positions
+    ``pos0..pos0+T-1``, ``cache`` a :class:`KVCache` holding the ``pos0`` earlier tokens (or None).
+    """
+
+    def __init__(self, config: GPTNeoXConfig, core: AttentionCore | None, index: int):
+        super().__init__(config.hidden_size, config.num_heads, core, bias=config.attention_bias,
+                         qkv_layout="per_head", names=("query_key_value", "dense"),
+                         rotary_ndims=config.rotary_ndims, index=index)
 
     @property
-    def length(self) -> int:
-        first = self.layers[0]
-        return 0 if first is None else first[0].shape[-2]
+    def num_heads(self) -> int:
+        return self.n_heads
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        past = self.layers[layer]
-        if past is not None:
-            k, v = torch.cat((past[0], k), dim=-2), torch.cat((past[1], v), dim=-2)
-        self.layers[layer] = (k, v)
-        return k, v
+    @property
+    def head_dim(self) -> int:
+        return self.d_head
 
+    @property
+    def backend(self) -> AttentionCore:
+        """The attention core (the name of earlier versions)."""
+        return self.core
 
-class Attention(nn.Module):
-    def __init__(self, config: GPTNeoXConfig, backend: _Backend, index: int):
-        super().__init__()
-        self.num_heads, self.head_dim, self.index = config.num_heads, config.head_dim, index
-        self.rotary_ndims = config.rotary_ndims
-        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        self.backend = backend
+    _rope = MultiHeadAttention.rope  # the name of earlier versions
 
-    def _rope(self, x, cos, sin):
-        r = self.rotary_ndims
-        if r == 0:
-            return x
-        x_rot, x_pass = x[..., :r], x[..., r:]
-        return torch.cat((x_rot * cos + _rotate_half(x_rot) * sin, x_pass), dim=-1)
-
-    def forward(self, x, cos, sin, cache: KVCache | None, pos0: int):
-        b, n, _ = x.shape
-        qkv = self.query_key_value(x).view(b, n, self.num_heads, 3 * self.head_dim).transpose(1, 2)
-        q, k, v = qkv.chunk(3, dim=-1)
-        q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
-        scale = 1.0 / math.sqrt(self.head_dim)
-        if cache is not None:
-            k, v = cache.append(self.index, k, v)
-        if pos0 == 0:
-            o = self.backend.full(q, k, v, scale)
-        else:
-            o = self.backend.rows(q, k, v, pos0, scale)
-        return self.dense(o.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+    def forward(self, x, cos, sin, cache: KVCache | None = None, pos0: int = 0):
+        return super().forward(x, (cos, sin), cache, pos0)
 
 
 class MLP(nn.Module):
@@ -302,12 +239,12 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, config: GPTNeoXConfig, backend: _Backend, index: int):
+    def __init__(self, config: GPTNeoXConfig, core: AttentionCore, index: int):
         super().__init__()
         self.parallel = config.use_parallel_residual
         self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attention = Attention(config, backend, index)
+        self.attention = Attention(config, core, index)
         self.mlp = MLP(config)
 
     def forward(self, x, cos, sin, cache, pos0):
@@ -340,9 +277,9 @@ class GPTNeoX(nn.Module):
             pattern = attention_pattern(config)
         self.config = config
         self.pattern = pattern
-        backend = _Backend(pattern, config.num_heads, config.block_size)
+        core = attention_core(pattern, config.num_heads, config.block_size)
         self.embed_in = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Layer(config, backend, i) for i in range(config.num_layers))
+        self.layers = nn.ModuleList(Layer(config, core, i) for i in range(config.num_layers))
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.embed_out = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         r = config.rotary_ndims

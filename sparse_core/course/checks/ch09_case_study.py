@@ -62,7 +62,7 @@ def _rope_expected(x: np.ndarray, offset: int, rotary_pct: float, base: float, d
     model = _rope_model(x.shape[-1], rotary_pct, base, dtype)
     cos, sin = model._rotary(offset, x.shape[-2], dtype)
     with torch.no_grad():
-        return model.layers[0].attention._rope(torch.as_tensor(x, dtype=dtype), cos, sin).numpy().astype(np.float64)
+        return model.layers[0].attention.rope(torch.as_tensor(x, dtype=dtype), cos, sin).numpy().astype(np.float64)
 
 
 def _rope_case(fn, x, offset, pct, base, atol=ATOL64, dtype=torch.float64):
