@@ -128,6 +128,8 @@ def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, te
     :math:`T^2` (Hinton et al. 2015) keeps the gradient's size independent of :math:`T`: the
     gradient of the tempered KL with respect to the logits scales as :math:`1/T^2`. Returns a
     0-d tensor (differentiable with respect to ``student_logits``).
+
+    Defined in Chapter 10.
     """
     for name, t in (("teacher_logits", teacher_logits), ("student_logits", student_logits)):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.ndim < 1:
@@ -156,7 +158,10 @@ def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, te
 class DistillConfig(EngineConfig, steps=200, warmup=20, weight_decay=0.0, eval_interval=50, eval_batches=10,
                     checkpoint_interval=50):
     """Settings of a distillation run (student, what is trained) and :class:`EngineConfig`'s
-    (schedule, evaluation; with the shorter defaults given in the class line)."""
+    (schedule, evaluation; with the shorter defaults given in the class line).
+
+    Defined in Chapter 10.
+    """
 
     student: str = "mask"
     train: str = "auto"
@@ -238,7 +243,10 @@ def evaluate_student(teacher: GPTNeoX, student: GPTNeoX, tokens, seq_len: int, b
                      max_batches: int | None = None, hard: bool = False, teacher_eval: bool = True) -> dict:
     """KL (T = 1), student and teacher loss/perplexity on the first ``max_batches`` batches of
     ``tokens``, the attention ``density`` and ``flops_ratio`` the student used, and forward
-    tokens/s of each model. ``hard=True`` evaluates a learned mask thresholded at 1/2."""
+    tokens/s of each model. ``hard=True`` evaluates a learned mask thresholded at 1/2.
+
+    Defined in Chapter 10.
+    """
     was_s, was_t = student.training, teacher.training
     student.eval()
     teacher.eval()
@@ -390,6 +398,8 @@ def distill(cfg: DistillConfig, out_dir: str | os.PathLike, teacher: GPTNeoX, *,
     same teacher and settings, and continues with bit-identical losses. The loop is the engine's
     (:func:`sparse_core.lm.engine.fit`, with :class:`DistillationObjective`); under ``torchrun`` it
     runs data-parallel like ``train``.
+
+    Defined in Chapter 10.
     """
     if not isinstance(cfg, DistillConfig):
         raise TypeError(f"`cfg` must be a DistillConfig, got {type(cfg).__name__}")
@@ -416,7 +426,10 @@ def distill(cfg: DistillConfig, out_dir: str | os.PathLike, teacher: GPTNeoX, *,
 
 
 def load_student(run_dir: str | os.PathLike):
-    """``(student, DistillConfig, checkpoint dict)`` of a distillation run folder."""
+    """``(student, DistillConfig, checkpoint dict)`` of a distillation run folder.
+
+    Defined in Chapter 10.
+    """
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"no {CHECKPOINT} in {run_dir} (a folder written by `python -m sparse_core distill`)")
@@ -432,7 +445,10 @@ def load_student(run_dir: str | os.PathLike):
 def generate_full(model: GPTNeoX, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
                   top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample like :func:`sparse_core.models.generate` but recomputing the whole prefix at every
-    step (no key-value cache), so any student attention can generate. ``[batch, n + new]``."""
+    step (no key-value cache), so any student attention can generate. ``[batch, n + new]``.
+
+    Defined in Chapter 10.
+    """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"`max_new_tokens` must be a non-negative integer, got {max_new_tokens!r}")
     if not (isinstance(temperature, (int, float)) and temperature >= 0 and math.isfinite(temperature)):

@@ -47,7 +47,10 @@ __all__ = ["TrainConfig", "lr_at", "make_optimizer", "evaluate", "train", "load_
 
 @dataclass
 class TrainConfig(EngineConfig):
-    """Settings of a training run: the model (``preset``, attention) and :class:`EngineConfig`'s."""
+    """Settings of a training run: the model (``preset``, attention) and :class:`EngineConfig`'s.
+
+    Defined in Chapter 9.
+    """
 
     preset: str = "tiny"
     attention: str = "dense"
@@ -75,7 +78,10 @@ def make_optimizer(model: GPTNeoX, cfg: TrainConfig) -> torch.optim.AdamW:
 @torch.no_grad()
 def evaluate(model: GPTNeoX, tokens, seq_len: int, batch_size: int, max_batches: int | None = None) -> dict:
     """Mean next-token loss (nats) over every predicted token of the first ``max_batches`` batches,
-    its perplexity, and forward-only tokens/s."""
+    its perplexity, and forward-only tokens/s.
+
+    Defined in Chapter 9.
+    """
     was = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -150,6 +156,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     Without ``train_tokens``/``val_tokens`` the WikiText-2 splits are loaded and encoded with the
     cached BPE of ``cfg.vocab_size`` tokens. ``callback(step, loss)`` runs after every step.
     Launched by ``torchrun``, it trains data-parallel (``cfg.batch_size`` is the global batch).
+
+    Defined in Chapter 9.
     """
     set_threads(cfg.threads)
     state = read_checkpoint(out_dir, cfg, resume=resume, config_key="train_config")
@@ -170,7 +178,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
 
 
 def load_run(run_dir: str | os.PathLike, **config_overrides: Any):
-    """``(model, tokenizer or None, checkpoint dict)`` of a training run folder."""
+    """``(model, tokenizer or None, checkpoint dict)`` of a training run folder.
+
+    Defined in Chapter 9.
+    """
     run = Path(run_dir)
     path = run / CHECKPOINT
     if not path.is_file():

@@ -64,7 +64,10 @@ ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed")
 
 @dataclass
 class GPTNeoXConfig:
-    """Sizes of a GPT-NeoX model and its attention (see the module docstring for the kinds)."""
+    """Sizes of a GPT-NeoX model and its attention (see the module docstring for the kinds).
+
+    Defined in Chapter 9.
+    """
 
     vocab_size: int = 50304
     hidden_size: int = 512
@@ -130,14 +133,20 @@ PRESETS: dict[str, dict] = {
 
 
 def preset(name: str, **overrides: Any) -> GPTNeoXConfig:
-    """``GPTNeoXConfig`` of a named preset, with fields overridden by keyword."""
+    """``GPTNeoXConfig`` of a named preset, with fields overridden by keyword.
+
+    Defined in Chapter 9.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return GPTNeoXConfig(**{**PRESETS[name], **overrides})
 
 
 def attention_pattern(config: GPTNeoXConfig) -> Pattern | None:
-    """The causal pattern of ``config.attention`` (None for dense)."""
+    """The causal pattern of ``config.attention`` (None for dense).
+
+    Defined in Chapter 9.
+    """
     kind = config.attention
     if kind == "dense":
         return None
@@ -170,6 +179,8 @@ def forward_flops(config: GPTNeoXConfig, n: int, pairs: float | None = None) -> 
       (:math:`2Pd` each for :math:`QK^\top` and :math:`PV`, times :math:`h/d` heads);
     * ``output`` -- the untied output layer, :math:`2nhV` (the input embedding is a lookup);
     * ``total`` -- their sum; ``attention_fraction`` -- ``attention / total``.
+
+    Defined in Chapter 9.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"`n` must be a positive integer, got {n!r}")
@@ -261,6 +272,8 @@ class GPTNeoX(nn.Module):
     ``pattern`` (optional) overrides ``config.attention`` with any sparsity pattern; it is
     intersected with ``causal()``. Decoding: ``cache = model.new_cache()``, then call the model
     on the prompt and on each new token with ``cache=cache``.
+
+    Defined in Chapter 9.
     """
 
     def __init__(self, config: GPTNeoXConfig, pattern: Pattern | None = None):
@@ -350,6 +363,8 @@ def generate(model: GPTNeoX, input_ids: torch.Tensor, max_new_tokens: int, tempe
     ``temperature`` 0 is greedy decoding; ``top_k`` keeps the k most likely tokens. Returns
     ``[batch, n + max_new_tokens]``. A ``timings`` dict receives ``prefill_s`` (the prompt's
     forward pass) and ``decode_s`` (every later step, sampling included), wall-clock seconds.
+
+    Defined in Chapter 9.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"`max_new_tokens` must be a non-negative integer, got {max_new_tokens!r}")

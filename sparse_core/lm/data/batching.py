@@ -92,7 +92,10 @@ def _check_shard(rank, world_size, batch_size: int) -> tuple[int, int]:
 
 def eval_batches(tokens, seq_len: int, batch_size: int, max_batches: int | None = None) -> Iterator:
     """Evaluation batches in order, covering the first ``max_batches * batch_size`` sequences (all
-    of them by default; the last batch may be smaller)."""
+    of them by default; the last batch may be smaller).
+
+    Defined in Chapter 9.
+    """
     tokens = _check(tokens, seq_len, batch_size)
     n = num_sequences(tokens.size, seq_len)
     if max_batches is not None:

@@ -62,7 +62,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def load_or_train_tokenizer(vocab_size: int = 10000, data_dir=None, path: str | os.PathLike | None = None):
     """The WikiText-2 BPE of ``vocab_size`` tokens: read from ``path`` or the cache, else trained
-    on the train split and cached."""
+    on the train split and cached.
+
+    Defined in Chapter 9.
+    """
     from tokenizers import Tokenizer
 
     if path is not None:
@@ -87,7 +90,10 @@ def encode_lines(tok, text: str) -> np.ndarray:
 
 
 def encode_split(tok, split: str, data_dir=None, cache: bool = True) -> np.ndarray:
-    """Token ids of a WikiText-2 split, cached per tokenizer and split."""
+    """Token ids of a WikiText-2 split, cached per tokenizer and split.
+
+    Defined in Chapter 9.
+    """
     path = cache_dir() / f"tokens-{tokenizer_hash(tok)[:16]}-{split}-{SHA256.get(split, '')[:12]}.npy"
     if cache and path.is_file():
         return np.load(path)
