@@ -101,7 +101,7 @@ class LearnedMaskCore(AttentionCore):
     Keeps the mean gate of the last forward for :meth:`l1_penalty`. Stats: every allowed pair is
     scored and gated (``hs + hidden`` multiply-adds), soft gating sums every value (``hs`` more),
     hard gating only the kept ones; ``pairs`` counts the pairs with ``g > 1/2`` (the hard set) and
-    ``gate_sum`` adds the gates. Defined in Chapter 6.
+    ``gate_sum`` adds the gates. The layer that uses it is defined in Chapter 6.
     """
 
     def __init__(self, d_head: int, hidden: int = 16, causal: bool = False, hard: bool = False, chunk: int = 256,

@@ -74,7 +74,7 @@ class LinformerCore(AttentionCore):
     """Linformer attention on ``(B, nh, T, hs)``, ``T <= seq_len``, with the sequence projections
     ``E`` (``proj_k``) and ``F`` (``proj_v``) of shape ``[seq_len, k]`` (``[n_heads, seq_len, k]`` with
     ``sharing="none"``), uniform in ``+-1/sqrt(k)`` like the ``linformer`` package; ``projection``:
-    one parameter shared by several layers (``sharing="layerwise"``, ``E = F``). Defined in Chapter 7."""
+    one parameter shared by several layers (``sharing="layerwise"``, ``E = F``). The layer that uses it is defined in Chapter 7."""
 
     def __init__(self, n_heads: int, seq_len: int, k: int = 256, sharing: str = "headwise",
                  projection: nn.Parameter | None = None):

@@ -168,7 +168,7 @@ class NSACore(AttentionCore):
     (``N(0, pos_std^2)``; 0 keeps them zero), the compression maps ``phi_k``, ``phi_v``
     (``d_head -> d_head``) and the gate ``gate: d_model -> 3 n_heads`` (sigmoid). Stats: the
     compressed blocks seen, the selected tokens and the window tokens (each branch counted, as
-    each is computed), ``2 hs`` multiply-adds each. Defined in Chapter 6.
+    each is computed), ``2 hs`` multiply-adds each. The layer that uses it is defined in Chapter 6.
     """
 
     def __init__(self, d_model: int, n_heads: int, block_size: int = 32, n_select: int = 4, window: int = 64,

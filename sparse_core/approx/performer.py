@@ -222,7 +222,7 @@ class FavorCore(AttentionCore):
     """FAVOR+ attention on ``(B, nh, T, hs)`` with the projection matrix ``projection_matrix [m, hs]``
     (a buffer, shared by the heads). Stats (no pairs: nothing is attended pair by pair): features
     ``2 T m hs``, the prefix state and its read-out ``2 T m hs`` and the intra-chunk terms
-    ``T c (m + hs)`` per head, ``c`` the chunk size. Defined in Chapter 8."""
+    ``T c (m + hs)`` per head, ``c`` the chunk size. The layer that uses it is defined in Chapter 8."""
 
     def __init__(self, projection: torch.Tensor | None, causal: bool = False, chunk_size: int = 64,
                  kernel: str = "stable"):
@@ -252,7 +252,7 @@ class PerformerCore(FavorCore):
     """:class:`FavorCore` whose matrix is drawn from a generator seeded with ``seed`` (Haar-distributed
     orthogonal blocks except with ``kernel="performer_pytorch"``, which keeps the package's plain QR);
     with ``feature_redraw_interval=N`` a training-mode forward redraws it once ``N`` forwards have run
-    since the last draw (the package's ``ProjectionUpdater`` rule). Defined in Chapter 8."""
+    since the last draw (the package's ``ProjectionUpdater`` rule). The layer that uses it is defined in Chapter 8."""
 
     def __init__(self, d_head: int, n_features: int | None = None, causal: bool = False, orthogonal: bool = True,
                  scaling: int = 0, feature_redraw_interval: int | None = None, kernel: str = "stable",

@@ -131,7 +131,7 @@ class RoutingCore(AttentionCore):
     """Routing attention on ``(B, nh, T, hs)`` with centroids ``[n_heads, n_clusters, d_head]`` (a buffer,
     seeded random unit vectors). In training mode each forward moves every centroid toward the
     normalised mean of its members, ``mu <- normalise(decay * mu + (1 - decay) * mean)``, after
-    computing the output. Defined in Chapter 6."""
+    computing the output. The layer that uses it is defined in Chapter 6."""
 
     def __init__(self, n_heads: int, d_head: int, n_clusters: int, causal: bool = False, shared_qk: bool = False,
                  decay: float = 0.999, seed: int = 0, chunk: int = 256):

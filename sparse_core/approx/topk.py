@@ -127,7 +127,7 @@ def topk_attention_blockwise(q, k, v, topk: int, scale=None, causal: bool = Fals
 class TopKCore(AttentionCore):
     """Top-``topk`` attention on ``(B, nh, T, hs)``: :func:`topk_attention` (``block_size=None``) or
     :func:`topk_attention_blockwise`. Stats: every allowed score is computed (``hs`` multiply-adds
-    per pair), ``topk`` values per query are summed. Defined in Chapter 6."""
+    per pair), ``topk`` values per query are summed. The layer that uses it is defined in Chapter 6."""
 
     def __init__(self, topk: int, causal: bool = False, block_size: int | None = None):
         super().__init__()

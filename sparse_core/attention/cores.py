@@ -45,7 +45,7 @@ def layout_for(pattern: Pattern, n_q: int, n_k: int, block_size: int, n_heads: i
 
     Patterns are keyed by identity: the layers of one model, which share one pattern object, share
     its layouts. The cache keeps the :data:`LAYOUT_CACHE_SIZE` most recently used layouts
-    (``layout_for.cache_info()``, ``layout_for.cache_clear()``). Defined in Chapter 4.
+    (``layout_for.cache_info()``, ``layout_for.cache_clear()``). The layers of Chapters 4 and 9 ask it.
     """
     if not isinstance(pattern, Pattern):
         raise TypeError(f"`pattern` must be a sparse_core.patterns.Pattern, got {type(pattern).__name__}")
@@ -138,7 +138,7 @@ class BlockSparseCore(CausalCore):
     ``n_heads``: the heads of the layer; a pattern with per-head parameters must describe that many
     (its layout then has one block structure per head), any other pattern is shared by the heads.
     Decoding from a cache uses the pattern's ``mask_mod`` for the new rows (``& causal`` when
-    ``causal``; whole sequences follow the pattern alone). Defined in Chapter 4.
+    ``causal``; whole sequences follow the pattern alone). The layer that uses it is defined in Chapter 4.
     """
 
     def __init__(self, pattern: Pattern, block_size: int = 64, n_heads: int | None = None, causal: bool = False):
