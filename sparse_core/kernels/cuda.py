@@ -1,6 +1,7 @@
 """Numba CUDA kernels for block-sparse attention over a :class:`~sparse_core.patterns.BlockLayout`.
 
-The kernels read the same tables as the CPU kernels (:func:`sparse_core.attention.ops.kernel_tables`): the
+Defined in Chapter 4b. The kernels read the same tables as the CPU kernels
+(:func:`sparse_core.kernels.tables.kernel_tables`): the
 kept blocks by query block (``indptr``/``indices``), by key block (``t_indptr``/``t_indices``),
 and the token mask of every partial block (``tile_of`` / ``t_tile_of`` -> ``tiles``). Arrays are
 float32 ``[BH, n, d]`` (``bh = b * heads + h``, head ``h`` uses layout head ``h % layout.n_heads``),
@@ -38,6 +39,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from .inputs import check_inputs
+from .tables import kernel_tables
 
 __all__ = ["available", "tile_config", "kernels", "launch_forward", "launch_backward", "attention_numpy",
            "SHARED_LIMIT", "TX"]
@@ -649,7 +653,7 @@ def launch_forward(q, k, v, out, lse, tables, block, n_heads, scale, stream=0, t
     """Run the forward kernel on device arrays (anything with ``__cuda_array_interface__`` that
     Numba accepts): ``q [BH, n_q, d]``, ``k [BH, n_k, d]``, ``v [BH, n_k, d_v]`` float32,
     outputs ``out [BH, n_q, d_v]``, ``lse [BH, n_q]``; ``tables`` the device copies of
-    :func:`~sparse_core.attention.ops.kernel_tables`."""
+    :func:`~sparse_core.kernels.tables.kernel_tables` (:func:`~sparse_core.kernels.tables.device_tables`)."""
     BH, n_q, d = q.shape
     d_v = v.shape[2]
     ks = kernels(block, d, d_v, tiles)
@@ -676,9 +680,6 @@ def launch_backward(q, k, v, out, lse, dout, dq, dk, dv, delta, lse2, tables, bl
                                     tables["indices"], tables["tile_of"], tables["tiles"], dq)
 
 
-_TABLE_KEYS = ("indptr", "indices", "tile_of", "tiles", "t_indptr", "t_indices", "t_tile_of")
-
-
 def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
     """Run the CUDA kernels on numpy arrays (copied to the device and back), for tests and the
     simulator: ``q [..., n_q, d]``, ``k [..., n_k, d]``, ``v [..., n_k, d_v]`` (cast to float32).
@@ -688,10 +689,8 @@ def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
     """
     from numba import cuda
 
-    from ..attention.ops import _check, kernel_tables
-
     q, k, v = (np.asarray(x, dtype=np.float32) for x in (q, k, v))
-    _check(q, k, v, layout)
+    check_inputs(q, k, v, layout)
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     lead = q.shape[:-2]
@@ -702,8 +701,7 @@ def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
     if dout is not None:
         res.update(dq=np.zeros_like(q3), dk=np.zeros_like(k3), dv=np.zeros_like(v3))
     if BH and n_q and n_k:
-        t = kernel_tables(layout)
-        tab = {name: cuda.to_device(np.ascontiguousarray(t[name])) for name in _TABLE_KEYS}
+        tab = {name: cuda.to_device(x) for name, x in kernel_tables(layout).items()}
         qd, kd, vd = (cuda.to_device(x) for x in (q3, k3, v3))
         d_out, d_lse = cuda.device_array((BH, n_q, d_v), np.float32), cuda.device_array((BH, n_q), np.float32)
         launch_forward(qd, kd, vd, d_out, d_lse, tab, layout.block_size, layout.n_heads, scale, tiles=tiles)

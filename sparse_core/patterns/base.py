@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .layout import BlockLayout
+from .layout import BlockLayout, ceil_div, evaluate_tiles, pack_tiles
 
 try:
     import torch
@@ -70,10 +70,6 @@ def per_head_ints(name: str, value: Any, minimum: int) -> np.ndarray:
     if not values:
         raise ValueError(f"`{name}` must not be empty")
     return np.array([check_int(name, v, minimum) for v in values], dtype=np.int64)
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _broadcast_bool(result: Any, i: Any, j: Any) -> Any:
@@ -205,40 +201,84 @@ class Pattern:
         return out
 
     def to_layout(self, n_q: int, n_k: int, block_size: int, n_heads: int = 1) -> BlockLayout:
-        """Exact :class:`BlockLayout` (CSR per head) of this pattern; memory ~ kept blocks."""
+        """Exact :class:`BlockLayout` of this pattern: CSR per head and the token masks of its
+        partial blocks; memory ~ kept blocks, never an ``n_q x n_k`` array. Defined in Chapter 4."""
         n_q = check_int("n_q", n_q, 0)
         n_k = check_int("n_k", n_k, 0)
         B = check_int("block_size", block_size, 1)
         n_heads = self._check_heads(n_heads)
         self._check_lengths(n_q, n_k)
-        n_qb, n_kb = _ceil_div(n_q, B), _ceil_div(n_k, B)
+        n_qb, n_kb = ceil_div(n_q, B), ceil_div(n_k, B)
         indptr = np.zeros((n_heads, n_qb + 1), dtype=np.int64)
-        idx_parts, full_parts = [], []
-        offset = 0
+        idx_parts, full_parts, tile_parts, bit_parts = [], [], [], []
+        offset = n_tiles = 0
         rows_per_chunk = max(1, (1 << 18) // max(1, n_kb))  # bounded temporaries, never n x n
         kb_all = np.arange(n_kb, dtype=np.int64)
+        evaluated = type(self)._classify is Pattern._classify  # no closed form: classify from the tiles
         for h in range(n_heads):
             indptr[h, 0] = offset
             if not (n_q and n_k):
                 indptr[h, 1:] = offset
                 continue
             ctx = self._prepare(h, n_q, n_k)
+            starts, keys = [], []
             for q0 in range(0, n_qb, rows_per_chunk):
                 qb = np.arange(q0, min(q0 + rows_per_chunk, n_qb), dtype=np.int64)
-                QB = np.repeat(qb, n_kb)
-                KB = np.tile(kb_all, qb.size)
-                r0 = QB * B
-                c0 = KB * B
-                cls = self._classify(ctx, h, r0, np.minimum(r0 + B, n_q), c0, np.minimum(c0 + B, n_k), n_q, n_k)
+                r0 = np.repeat(qb, n_kb) * B
+                c0 = np.tile(kb_all, qb.size) * B
+                if evaluated:
+                    cls, bits = self._classify_by_tiles(h, r0, c0, n_q, n_k, B)
+                    bit_parts.append(bits)
+                else:
+                    cls = self._classify(ctx, h, r0, np.minimum(r0 + B, n_q), c0, np.minimum(c0 + B, n_k), n_q, n_k)
                 keep = cls != EMPTY
-                idx_parts.append(KB[keep].astype(np.int32))
+                idx_parts.append((c0[keep] // B).astype(np.int32))
                 full_parts.append(cls[keep] == FULL)
+                part = cls == PARTIAL
+                starts.append((r0[part], c0[part]))
+                if not evaluated and keys is not None:
+                    k = self._tile_keys(ctx, h, r0[part], c0[part], n_q, n_k, B)
+                    keys = None if k is None else keys + [k]
                 counts = keep.reshape(qb.size, n_kb).sum(axis=1)
                 indptr[h, qb + 1] = offset + np.cumsum(counts)
                 offset += int(counts.sum())
+            r0p = np.concatenate([s[0] for s in starts]) if starts else np.zeros(0, np.int64)
+            c0p = np.concatenate([s[1] for s in starts]) if starts else np.zeros(0, np.int64)
+            ids = np.arange(r0p.size, dtype=np.int64)
+            if not evaluated:
+                if keys and r0p.size:  # equal keys, equal tiles: evaluate one block per key
+                    _, first, ids = np.unique(np.concatenate(keys), axis=0, return_index=True, return_inverse=True)
+                    r0p, c0p = r0p[first], c0p[first]
+                bits = np.zeros((r0p.size, B, ceil_div(B, 8)), dtype=np.uint8)
+                for sl, m in evaluate_tiles(self._mask, h, r0p, c0p, n_q, n_k, B):
+                    bits[sl] = pack_tiles(m)
+                bit_parts.append(bits)
+            tile_parts.append(n_tiles + ids.reshape(-1))
+            n_tiles += int(ids.max()) + 1 if ids.size else 0
         indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int32)
         full = np.concatenate(full_parts) if full_parts else np.zeros(0, bool)
-        return BlockLayout(n_q, n_k, B, n_heads, indptr, indices, full, self)
+        tile_of = np.full(indices.size, -1, dtype=np.int32)
+        tile_of[~full] = np.concatenate(tile_parts) if tile_parts else np.zeros(0, np.int64)
+        bits = np.concatenate(bit_parts) if bit_parts else np.zeros((0, B, ceil_div(B, 8)), np.uint8)
+        return BlockLayout(n_q, n_k, B, n_heads, indptr, indices, full, bits, tile_of)
+
+    def _classify_by_tiles(self, h: int, r0, c0, n_q: int, n_k: int, B: int) -> tuple[np.ndarray, np.ndarray]:
+        """EMPTY/PARTIAL/FULL of ``B``-aligned blocks and the packed tiles of the partial ones, from
+        one evaluation of the rule on every tile (for patterns without a closed form)."""
+        cls = np.empty(r0.shape, dtype=np.int8)
+        bits = []
+        area = (np.minimum(r0 + B, n_q) - r0) * (np.minimum(c0 + B, n_k) - c0)
+        for sl, m in evaluate_tiles(self._mask, h, r0, c0, n_q, n_k, B):
+            cnt = m.sum(axis=(1, 2))
+            c = np.where(cnt == 0, EMPTY, np.where(cnt == area[sl], FULL, PARTIAL)).astype(np.int8)
+            cls[sl] = c
+            bits.append(pack_tiles(m[c == PARTIAL]))
+        return cls, (np.concatenate(bits) if bits else np.zeros((0, B, ceil_div(B, 8)), np.uint8))
+
+    def _tile_keys(self, ctx: Any, h: int, r0, c0, n_q: int, n_k: int, B: int) -> np.ndarray | None:
+        """int64 ``[m, k]`` keys of the ``B``-aligned blocks at ``r0``, ``c0``: blocks with equal keys
+        have equal token tiles, so :meth:`to_layout` evaluates the rule once per key. None: unknown."""
+        return None
 
     # -- composition -------------------------------------------------------------
     def __or__(self, other: "Pattern") -> "Pattern":
@@ -297,6 +337,10 @@ class DiagonalPattern(Pattern):
         cnt = prefix[dmax - lo + 1] - prefix[dmin - lo]
         return np.where(cnt == 0, EMPTY, np.where(cnt == dmax - dmin + 1, FULL, PARTIAL)).astype(np.int8)
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        # tile[a, b] = pred(r0 - c0 + a - b) inside the block's extent
+        return np.stack([r0 - c0, np.minimum(B, n_q - r0), np.minimum(B, n_k - c0)], axis=1)
+
 
 class _DiagonalCombo(DiagonalPattern):
     def __init__(self, parts: Sequence[DiagonalPattern], op: str):
@@ -333,6 +377,11 @@ class PartitionPattern(Pattern):
         full = (gr0 == gr1) & (gc0 == gc1) & (gr0 == gc0)
         return np.where(~overlap, EMPTY, np.where(full, FULL, PARTIAL)).astype(np.int8)
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        # (r0 + a) // s == (c0 + b) // s depends on r0 // s - c0 // s, r0 % s and c0 % s only
+        s = self.size
+        return np.stack([r0 // s - c0 // s, r0 % s, c0 % s, np.minimum(B, n_q - r0), np.minimum(B, n_k - c0)], axis=1)
+
 
 class RowColPattern(Pattern):
     """``row(h, i) or col(h, j)``: global rows and/or columns (global tokens, summary columns)."""
@@ -361,6 +410,16 @@ class RowColPattern(Pattern):
         empty = (nr == 0) & (nc == 0)
         return np.where(empty, EMPTY, np.where(full, FULL, PARTIAL)).astype(np.int8)
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        # tile[a, b] = row(r0 + a) | col(c0 + b): one id per distinct run of B rows / columns
+        ids = []
+        for prefix, start, n in ((ctx[0], r0, n_q), (ctx[1], c0, n_k)):
+            flags = np.zeros(ceil_div(n, B) * B, dtype=bool)
+            flags[:n] = np.diff(prefix) > 0
+            _, inv = np.unique(flags.reshape(-1, B), axis=0, return_inverse=True)
+            ids += [inv.reshape(-1)[start // B], np.minimum(B, n - start)]
+        return np.stack(ids, axis=1)
+
 
 class BlockTablePattern(Pattern):
     """Allowed pairs given per ``block x block`` tile by a boolean table ``[heads, nb_q, nb_k]``."""
@@ -380,7 +439,7 @@ class BlockTablePattern(Pattern):
         return lookup(t.reshape(-1), flat)
 
     def _check_lengths(self, n_q, n_k):
-        nb_q, nb_k = _ceil_div(n_q, self.block), _ceil_div(n_k, self.block)
+        nb_q, nb_k = ceil_div(n_q, self.block), ceil_div(n_k, self.block)
         if nb_q > self.table.shape[1] or nb_k > self.table.shape[2]:
             raise ValueError(f"this pattern is defined for at most {self.table.shape[1] * self.block} queries and "
                              f"{self.table.shape[2] * self.block} keys (its block table is "
@@ -474,6 +533,10 @@ class _Combination(Pattern):
             out[unsure] = Pattern._classify(self, None, h, r0[unsure], r1[unsure], c0[unsure], c1[unsure], n_q, n_k)
         return out
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        keys = [p._tile_keys(c, h, r0, c0, n_q, n_k, B) for p, c in zip(self.parts, ctx)]
+        return None if any(k is None for k in keys) else np.concatenate(keys, axis=1)
+
     def __repr__(self):
         return "(" + f" {self.op} ".join(map(repr, self.parts)) + ")"
 
@@ -521,6 +584,9 @@ class PerHead(Pattern):
 
     def _classify(self, ctx, h, r0, r1, c0, c1, n_q, n_k):
         return self.parts[h % len(self.parts)]._classify(ctx, h, r0, r1, c0, c1, n_q, n_k)
+
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        return self.parts[h % len(self.parts)]._tile_keys(ctx, h, r0, c0, n_q, n_k, B)
 
     def __repr__(self):
         return f"per_head([{', '.join(map(repr, self.parts))}])"

@@ -92,6 +92,9 @@ class _Named(Pattern):
     def _classify(self, ctx, h, r0, r1, c0, c1, n_q, n_k):
         return self.inner._classify(ctx, h, r0, r1, c0, c1, n_q, n_k)
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        return self.inner._tile_keys(ctx, h, r0, c0, n_q, n_k, B)
+
     def _count_in_blocks(self, *args):
         return self.inner._count_in_blocks(*args)
 
