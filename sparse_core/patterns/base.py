@@ -597,6 +597,39 @@ def per_head(patterns: Sequence[Pattern]) -> Pattern:
     return PerHead(patterns)
 
 
+class NamedPattern(Pattern):
+    """A composed pattern shown under a readable constructor name (``strided``, ``longformer``, ...):
+    every question is answered by ``inner``; only the repr differs."""
+
+    def __init__(self, inner: Pattern, name: str, params: dict):
+        self.inner, self.name, self.params = inner, name, params
+        self.n_heads = inner.n_heads
+
+    def _mask(self, h, i, j):
+        return self.inner.mask_mod(0, h, i, j)
+
+    def _check_lengths(self, n_q, n_k):
+        self.inner._check_lengths(n_q, n_k)
+
+    def _prepare(self, h, n_q, n_k):
+        return self.inner._prepare(h, n_q, n_k)
+
+    def _classify(self, ctx, h, r0, r1, c0, c1, n_q, n_k):
+        return self.inner._classify(ctx, h, r0, r1, c0, c1, n_q, n_k)
+
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        return self.inner._tile_keys(ctx, h, r0, c0, n_q, n_k, B)
+
+    def _count_in_blocks(self, *args):
+        return self.inner._count_in_blocks(*args)
+
+    def _name(self):
+        return self.name
+
+    def _params(self):
+        return self.params
+
+
 # ---------------------------------------------------------------------------- dense and causal
 
 class _Dense(DiagonalPattern):
