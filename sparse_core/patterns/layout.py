@@ -339,7 +339,10 @@ class BlockLayout:
                              f"partial block), got shape {t.shape}")
         tile_of = np.full(full.size, -1, dtype=np.int32)
         tile_of[~full] = np.arange(t.shape[0])
-        return cls(*args, pack_tiles(t), tile_of)
+        ar = np.arange(block_size)
+        inside = ((r[~full, None] * block_size + ar < n_q)[:, :, None]
+                  & (c[~full, None] * block_size + ar < n_k)[:, None, :])  # pairs beyond the lengths are 0
+        return cls(*args, pack_tiles(t & inside), tile_of)
 
     # ------------------------------------------------------------------ display, equality
     def __repr__(self) -> str:
