@@ -37,6 +37,15 @@ LN2 = 0.6931471805599453
 _FM = {"contract", "reassoc", "arcp"}  # no 'nnan'/'ninf': NaN and -inf must keep their meaning
 
 
+@njit(inline="always")
+def _task(task, n_blocks, n_heads, block, n):
+    """(bh, block index, layout head, first row, rows) of parallel task ``task``."""
+    bh = task // n_blocks
+    b = task % n_blocks
+    r0 = b * block
+    return bh, b, bh % n_heads, r0, min(block, n - r0)
+
+
 @njit(cache=True, fastmath=_FM)
 def _exp2_rows(s, nr, nc, shift, ibuf, fbuf, rowsum, poly):
     """s[i, j] <- 2 ** (s[i, j] - shift[i]) for j < nc (0 beyond nc and where the result < 2**-126).
@@ -94,11 +103,7 @@ def forward(qp, kT, vt, scale2, block, n_heads, n_q, n_k, indptr, indices, tile_
     n_qb = indptr.shape[1] - 1
     dt = qp.dtype.type
     for task in prange(BH * n_qb):
-        bh = task // n_qb
-        qb = task % n_qb
-        h = bh % n_heads
-        r0 = qb * block
-        nr = min(block, n_q - r0)
+        bh, qb, h, r0, nr = _task(task, n_qb, n_heads, block, n_q)
         Q = qp[bh, r0:r0 + block] * scale2
         m = np.full(block, -np.inf, dtype=qp.dtype)
         l = np.zeros(block, dtype=qp.dtype)
@@ -170,6 +175,24 @@ def _probs(Q2, kT_tile, lse2, r0, nr, nc, tiles, tid, ibuf, fbuf, rs, shift, S, 
             S[i, j] = 0.0
 
 
+@njit(inline="always")
+def _scratch(block, dtype):
+    """Per-task buffers of the backward kernels: P, dS ``[block, block]``, the exp2 scratch
+    (``ibuf`` and its float32 view ``fbuf``), row sums and shifts ``[block]``."""
+    ibuf = np.empty(block, dtype=np.int32)
+    return (np.empty((block, block), dtype=dtype), np.empty((block, block), dtype=dtype), ibuf,
+            ibuf.view(np.float32), np.empty(block, dtype=dtype), np.empty(block, dtype=dtype))
+
+
+@njit(inline="always", fastmath=_FM)
+def _ds_rows(P, dS, delta_row, r0, nr):
+    """dS <- P * (dP - delta) on the first ``nr`` rows (``dS`` holds dP = dO V^T on entry)."""
+    for i in range(nr):
+        di = delta_row[r0 + i]
+        for j in range(dS.shape[1]):
+            dS[i, j] = P[i, j] * (dS[i, j] - di)
+
+
 @njit(parallel=True, cache=True, fastmath=_FM)
 def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n_q, n_k,
                   t_indptr, t_indices, t_tile_of, tiles, dk, dv_out, poly):
@@ -178,21 +201,13 @@ def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n
     dv = vT.shape[2]
     n_kb = t_indptr.shape[1] - 1
     for task in prange(BH * n_kb):
-        bh = task // n_kb
-        kb = task % n_kb
-        h = bh % n_heads
-        nc = min(block, n_k - kb * block)
+        bh, kb, h, _, nc = _task(task, n_kb, n_heads, block, n_k)
         acc_k = np.zeros((block, d), dtype=qp.dtype)
         acc_v = np.zeros((block, dv), dtype=qp.dtype)
         tmp_k = np.empty((block, d), dtype=qp.dtype)
         tmp_v = np.empty((block, dv), dtype=qp.dtype)
         Q2 = np.empty((block, d), dtype=qp.dtype)
-        P = np.empty((block, block), dtype=qp.dtype)
-        dS = np.empty((block, block), dtype=qp.dtype)
-        ibuf = np.empty(block, dtype=np.int32)
-        fbuf = ibuf.view(np.float32)
-        rs = np.empty(block, dtype=qp.dtype)
-        shift = np.empty(block, dtype=qp.dtype)
+        P, dS, ibuf, fbuf, rs, shift = _scratch(block, qp.dtype)
         for p in range(t_indptr[h, kb], t_indptr[h, kb + 1]):
             r0 = t_indices[p] * block
             nr = min(block, n_q - r0)
@@ -205,10 +220,7 @@ def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n
             np.dot(P.T, dO, tmp_v)
             acc_v += tmp_v
             np.dot(dO, vT[bh, kb], dS)  # dP
-            for i in range(nr):
-                di = delta[bh, r0 + i]
-                for j in range(block):
-                    dS[i, j] = P[i, j] * (dS[i, j] - di)
+            _ds_rows(P, dS, delta[bh], r0, nr)
             for i in range(nr, block):
                 for j in range(block):
                     dS[i, j] = 0.0
@@ -228,30 +240,18 @@ def backward_dq(qp, kt, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads,
     d = qp.shape[2]
     n_qb = indptr.shape[1] - 1
     for task in prange(BH * n_qb):
-        bh = task // n_qb
-        qb = task % n_qb
-        h = bh % n_heads
-        r0 = qb * block
-        nr = min(block, n_q - r0)
+        bh, qb, h, r0, nr = _task(task, n_qb, n_heads, block, n_q)
         Q2 = qp[bh, r0:r0 + block] * scale2
         dO = dop[bh, r0:r0 + block]
         acc = np.zeros((block, d), dtype=qp.dtype)
         tmp = np.empty((block, d), dtype=qp.dtype)
-        P = np.empty((block, block), dtype=qp.dtype)
-        dS = np.empty((block, block), dtype=qp.dtype)
-        ibuf = np.empty(block, dtype=np.int32)
-        fbuf = ibuf.view(np.float32)
-        rs = np.empty(block, dtype=qp.dtype)
-        shift = np.empty(block, dtype=qp.dtype)
+        P, dS, ibuf, fbuf, rs, shift = _scratch(block, qp.dtype)
         for p in range(indptr[h, qb], indptr[h, qb + 1]):
             kb = indices[p]
             nc = min(block, n_k - kb * block)
             _probs(Q2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, tile_of[p], ibuf, fbuf, rs, shift, P, poly)
             np.dot(dO, vT[bh, kb], dS)
-            for i in range(nr):
-                di = delta[bh, r0 + i]
-                for j in range(block):
-                    dS[i, j] = P[i, j] * (dS[i, j] - di)
+            _ds_rows(P, dS, delta[bh], r0, nr)
             np.dot(dS, kt[bh, kb], tmp)
             acc += tmp
         for i in range(nr):
