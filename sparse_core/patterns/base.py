@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .layout import BlockLayout, ceil_div, evaluate_tiles, pack_tiles
+from .layout import TILE_BUDGET, BlockLayout, ceil_div, evaluate_tiles, pack_tiles
 
 try:
     import torch
@@ -84,6 +84,28 @@ def _broadcast_bool(result: Any, i: Any, j: Any) -> Any:
         return result if tuple(result.shape) == tuple(shape) else torch.broadcast_to(result, shape)
     shape = np.broadcast_shapes(np.shape(result), np.shape(i), np.shape(j))
     return np.broadcast_to(np.asarray(result, dtype=bool), shape)
+
+
+def _distinct_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)`` of the distinct rows of an int array ``[m, k]``, as
+    ``np.unique(keys, axis=0, return_index=True, return_inverse=True)`` but column by column
+    (1-D sorts are much faster than sorting rows)."""
+    code = np.zeros(keys.shape[0], dtype=np.int64)
+    for col in keys.T:
+        _, inv = np.unique(col, return_inverse=True)
+        _, code = np.unique(code * (int(inv.max()) + 1) + inv, return_inverse=True)
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+def _clip_tiles(tiles: np.ndarray, r0, c0, n_q: int, n_k: int, B: int) -> np.ndarray:
+    """``tiles`` (bool ``[m, B, B]`` at rows ``r0``, columns ``c0``) with the pairs beyond ``n_q`` /
+    ``n_k`` set False; only the tiles on the last block row or column are touched."""
+    edge = np.flatnonzero((r0 + B > n_q) | (c0 + B > n_k))
+    if edge.size:
+        ar = np.arange(B, dtype=np.int64)
+        tiles[edge] &= ((r0[edge, None] + ar < n_q)[:, :, None] & (c0[edge, None] + ar < n_k)[:, None, :])
+    return tiles
 
 
 # ---------------------------------------------------------------------------- the contract
@@ -247,11 +269,12 @@ class Pattern:
             ids = np.arange(r0p.size, dtype=np.int64)
             if not evaluated:
                 if keys and r0p.size:  # equal keys, equal tiles: evaluate one block per key
-                    _, first, ids = np.unique(np.concatenate(keys), axis=0, return_index=True, return_inverse=True)
+                    first, ids = _distinct_rows(np.concatenate(keys))
                     r0p, c0p = r0p[first], c0p[first]
                 bits = np.zeros((r0p.size, B, ceil_div(B, 8)), dtype=np.uint8)
-                for sl, m in evaluate_tiles(self._mask, h, r0p, c0p, n_q, n_k, B):
-                    bits[sl] = pack_tiles(m)
+                step = max(1, TILE_BUDGET // (B * B))
+                for s in range(0, r0p.size, step):
+                    bits[s:s + step] = pack_tiles(self._tiles(ctx, h, r0p[s:s + step], c0p[s:s + step], n_q, n_k, B))
                 bit_parts.append(bits)
             tile_parts.append(n_tiles + ids.reshape(-1))
             n_tiles += int(ids.max()) + 1 if ids.size else 0
@@ -279,6 +302,14 @@ class Pattern:
         """int64 ``[m, k]`` keys of the ``B``-aligned blocks at ``r0``, ``c0``: blocks with equal keys
         have equal token tiles, so :meth:`to_layout` evaluates the rule once per key. None: unknown."""
         return None
+
+    def _tiles(self, ctx: Any, h: int, r0, c0, n_q: int, n_k: int, B: int) -> np.ndarray:
+        """bool ``[m, B, B]`` token masks of the ``B``-aligned blocks at ``r0``, ``c0`` (False beyond
+        the lengths). Families with a cheaper form than evaluating the rule override it."""
+        out = np.zeros((len(r0), B, B), dtype=bool)
+        for sl, m in evaluate_tiles(self._mask, h, r0, c0, n_q, n_k, B, budget=max(1, len(r0)) * B * B):
+            out[sl] = m
+        return out
 
     # -- composition -------------------------------------------------------------
     def __or__(self, other: "Pattern") -> "Pattern":
@@ -340,6 +371,15 @@ class DiagonalPattern(Pattern):
     def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
         # tile[a, b] = pred(r0 - c0 + a - b) inside the block's extent
         return np.stack([r0 - c0, np.minimum(B, n_q - r0), np.minimum(B, n_k - c0)], axis=1)
+
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        # a Toeplitz tile: tile[a, b] = rule(r0 - c0 + a - b), read from windows of 2B - 1 offsets
+        lo, prefix = ctx
+        ok = np.zeros(prefix.size - 1 + 2 * B, dtype=bool)  # the rule on offsets lo - B .. n_q - 1 + B
+        ok[B:B + prefix.size - 1] = np.diff(prefix) > 0
+        windows = np.lib.stride_tricks.sliding_window_view(ok, 2 * B - 1)[np.asarray(r0 - c0 - lo + 1)]
+        ar = np.arange(B)
+        return _clip_tiles(windows[:, ar[:, None] - ar[None, :] + B - 1], r0, c0, n_q, n_k, B)
 
 
 class _DiagonalCombo(DiagonalPattern):
@@ -419,6 +459,12 @@ class RowColPattern(Pattern):
             _, inv = np.unique(flags.reshape(-1, B), axis=0, return_inverse=True)
             ids += [inv.reshape(-1)[start // B], np.minimum(B, n - start)]
         return np.stack(ids, axis=1)
+
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        ar = np.arange(B, dtype=np.int64)
+        rows = (np.diff(ctx[0]) > 0)[np.minimum(r0[:, None] + ar, n_q - 1)]
+        cols = (np.diff(ctx[1]) > 0)[np.minimum(c0[:, None] + ar, n_k - 1)]
+        return _clip_tiles(rows[:, :, None] | cols[:, None, :], r0, c0, n_q, n_k, B)
 
 
 class BlockTablePattern(Pattern):
@@ -537,6 +583,13 @@ class _Combination(Pattern):
         keys = [p._tile_keys(c, h, r0, c0, n_q, n_k, B) for p, c in zip(self.parts, ctx)]
         return None if any(k is None for k in keys) else np.concatenate(keys, axis=1)
 
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        out = self.parts[0]._tiles(ctx[0], h, r0, c0, n_q, n_k, B)
+        for p, c in zip(self.parts[1:], ctx[1:]):
+            t = p._tiles(c, h, r0, c0, n_q, n_k, B)
+            out = (out | t) if self.op == "|" else (out & t)
+        return out
+
     def __repr__(self):
         return "(" + f" {self.op} ".join(map(repr, self.parts)) + ")"
 
@@ -588,6 +641,9 @@ class PerHead(Pattern):
     def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
         return self.parts[h % len(self.parts)]._tile_keys(ctx, h, r0, c0, n_q, n_k, B)
 
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        return self.parts[h % len(self.parts)]._tiles(ctx, h, r0, c0, n_q, n_k, B)
+
     def __repr__(self):
         return f"per_head([{', '.join(map(repr, self.parts))}])"
 
@@ -619,6 +675,9 @@ class NamedPattern(Pattern):
 
     def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
         return self.inner._tile_keys(ctx, h, r0, c0, n_q, n_k, B)
+
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        return self.inner._tiles(ctx, h, r0, c0, n_q, n_k, B)
 
     def _count_in_blocks(self, *args):
         return self.inner._count_in_blocks(*args)

@@ -185,6 +185,8 @@ def hops(pattern, n: int, head: int | str = 0, max_layers: int | None = None, n_
     otherwise until nothing changes any more). ``head`` picks one head of the pattern, or "all"
     for the union of its heads in every layer; ``pattern`` may be a per-layer schedule (a list).
     Bit-parallel: ``n = 1024`` with a window of 1 (1023 layers) takes well under a second.
+
+    Defined in Chapter 2 (used again in Chapter 3).
     """
     patterns = schedule(pattern)
     n = check_length("n", n, MAX_DENSE_N, "the dense attention graph")
@@ -195,7 +197,10 @@ def hops(pattern, n: int, head: int | str = 0, max_layers: int | None = None, n_
 
 def reach(pattern, n: int, layers: int, head: int | str = 0, n_heads: int | None = None) -> np.ndarray:
     """bool ``[n, n]``: ``R_L[i, j]`` = information from token ``j`` can reach position ``i``
-    within ``layers`` layers (attention + residual, ``R_L = (mask | I)^L``)."""
+    within ``layers`` layers (attention + residual, ``R_L = (mask | I)^L``).
+
+    Defined in Chapter 2.
+    """
     layers = check_int("layers", layers, 0)
     return hops(pattern, n, head, max_layers=layers, n_heads=n_heads) >= 0
 
@@ -208,6 +213,8 @@ def receptive_field(pattern, n: int, layers: int, position: int | None = None, h
     A single pattern is explored row by row from ``position`` (backwards along the attention
     graph, evaluating only the rows it needs), so ``n`` may go up to :data:`MAX_FIELD_N`; a
     schedule goes through :func:`hops` (``n`` up to :data:`MAX_DENSE_N`).
+
+    Defined in Chapter 2.
     """
     patterns = schedule(pattern)
     layers = check_int("layers", layers, 1)
@@ -267,13 +274,19 @@ def as_graph(mask) -> np.ndarray:
 
 def degrees(mask) -> tuple[np.ndarray, np.ndarray]:
     """``(out_degree, in_degree)``, int64 ``[n]`` each: keys each query reads (row sums) and
-    queries that read each key (column sums)."""
+    queries that read each key (column sums).
+
+    Defined in Chapter 5.
+    """
     m = as_graph(mask)
     return m.sum(axis=1).astype(np.int64), m.sum(axis=0).astype(np.int64)
 
 
 def distances(mask) -> np.ndarray:
-    """int32 ``[n, n]``: fewest layers for information from ``j`` to reach ``i`` (-1: never)."""
+    """int32 ``[n, n]``: fewest layers for information from ``j`` to reach ``i`` (-1: never).
+
+    Defined in Chapter 5.
+    """
     m = as_graph(mask)
     n = m.shape[0]
     out = np.full((n, n), -1, dtype=np.int32)
@@ -303,6 +316,8 @@ def diameter(mask) -> int:
 
     A single position has diameter 0. (Pairs that never connect are *not* skipped: a graph in
     two pieces has no finite diameter.)
+
+    Defined in Chapter 5.
     """
     d = distances(mask)
     if d.size == 0:
@@ -311,5 +326,8 @@ def diameter(mask) -> int:
 
 
 def is_connected(mask) -> bool:
-    """True when information from every position can reach every position (strongly connected)."""
+    """True when information from every position can reach every position (strongly connected).
+
+    Defined in Chapter 5.
+    """
     return diameter(mask) >= 0
