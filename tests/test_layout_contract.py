@@ -141,6 +141,10 @@ def test_from_block_mask_takes_token_masks():
         P.BlockLayout.from_block_mask(bm, 7, 6, 4, tiles=tiles[:1])
     again = P.BlockLayout.from_block_mask(lay.to_block_mask(), 7, 6, 4, pattern=lay)
     assert again == lay
+    strided = P.strided(8).to_layout(70, 70, 16, 1)
+    from_pattern = P.BlockLayout.from_block_mask(strided.to_block_mask(), 70, 70, 16, pattern=P.strided(8))
+    assert from_pattern == strided and from_pattern.n_tiles == from_pattern.n_partial  # one tile per block
+    assert not any(isinstance(v, P.Pattern) for v in vars(from_pattern).values())
 
 
 def test_layout_arrays_are_read_only():

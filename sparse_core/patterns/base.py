@@ -161,17 +161,6 @@ class Pattern:
             out[sl] = m.sum(axis=(1, 2))
         return out
 
-    def _count_in_blocks(self, heads, qb, kb, n_q, n_k, block_size) -> np.ndarray:
-        heads, qb, kb = (np.asarray(x, dtype=np.int64) for x in (heads, qb, kb))
-        out = np.zeros(heads.shape, dtype=np.int64)
-        for h in np.unique(heads):
-            sel = heads == h
-            r0 = qb[sel] * block_size
-            c0 = kb[sel] * block_size
-            out[sel] = self._tile_counts(int(h), r0, np.minimum(r0 + block_size, n_q), c0,
-                                         np.minimum(c0 + block_size, n_k), n_q, n_k)
-        return out
-
     # -- public API ------------------------------------------------------------
     @property
     def mask_mod(self):
@@ -678,9 +667,6 @@ class NamedPattern(Pattern):
 
     def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
         return self.inner._tiles(ctx, h, r0, c0, n_q, n_k, B)
-
-    def _count_in_blocks(self, *args):
-        return self.inner._count_in_blocks(*args)
 
     def _name(self):
         return self.name
