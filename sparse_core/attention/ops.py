@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 
 from .. import _validation as V
 from ..kernels.inputs import check_inputs
@@ -24,73 +23,17 @@ from ..patterns.layout import BlockLayout
 
 __all__ = ["block_sparse_attention", "kernel_tables"]
 
+
 def _torch():
     import torch
 
     return torch
 
 
-def _pad_rows(x: np.ndarray, n_blocks: int, block: int) -> np.ndarray:
-    """[BH, n, c] -> [BH, n_blocks * block, c], zero padded (contiguous)."""
-    out = np.zeros((x.shape[0], n_blocks * block, x.shape[2]), dtype=x.dtype)
-    out[:, : x.shape[1]] = x
-    return out
+def _cpu():
+    from ..kernels import cpu  # numba compiles on first use: imported when a CPU kernel runs
 
-
-def _tiles(x: np.ndarray, n_blocks: int, block: int, transpose: bool) -> np.ndarray:
-    """[BH, n, c] -> per-tile [BH, n_blocks, block, c] (or [.., c, block] when ``transpose``)."""
-    t = _pad_rows(x, n_blocks, block).reshape(x.shape[0], n_blocks, block, x.shape[2])
-    return np.ascontiguousarray(t.transpose(0, 1, 3, 2)) if transpose else t
-
-
-def _flat3(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.reshape((-1,) + x.shape[-2:]))
-
-
-def _forward_np(q, k, v, layout, scale):
-    from ..kernels import cpu
-
-    t = kernel_tables(layout)
-    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
-    lead = q.shape[:-2]
-    q3, k3, v3 = _flat3(q), _flat3(k), _flat3(v)
-    n_q, n_k = q3.shape[1], k3.shape[1]
-    out = np.empty((q3.shape[0], n_q, v3.shape[2]), dtype=q3.dtype)
-    lse = np.empty((q3.shape[0], n_q), dtype=q3.dtype)
-    if n_q and n_k and q3.shape[0]:
-        cpu.forward(_pad_rows(q3, n_qb, B), _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, False),
-                    q3.dtype.type(scale * cpu.LOG2E), B, layout.n_heads, n_q, n_k, t["indptr"], t["indices"],
-                    t["tile_of"], t["tiles"], out, lse, q3.dtype == np.float32)
-    else:
-        out[...] = 0
-        lse[...] = -np.inf
-    return out.reshape(lead + out.shape[-2:]), lse.reshape(lead + lse.shape[-1:])
-
-
-def _backward_np(q, k, v, out, lse, dout, layout, scale):
-    from ..kernels import cpu
-
-    t = kernel_tables(layout)
-    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
-    shape_q, shape_k, shape_v = q.shape, k.shape, v.shape
-    q3, k3, v3, o3, do3 = (_flat3(x) for x in (q, k, v, out, dout))
-    n_q, n_k = q3.shape[1], k3.shape[1]
-    dq, dk, dv = np.zeros_like(q3), np.zeros_like(k3), np.zeros_like(v3)
-    if n_q and n_k and q3.shape[0]:
-        dt = q3.dtype.type
-        lse2 = np.full((q3.shape[0], n_qb * B), -np.inf, dtype=q3.dtype)
-        lse2[:, :n_q] = lse.reshape(-1, n_q) * dt(cpu.LOG2E)
-        delta = np.zeros((q3.shape[0], n_qb * B), dtype=q3.dtype)
-        delta[:, :n_q] = (do3.astype(np.float64) * o3).sum(-1)
-        qp, dop = _pad_rows(q3, n_qb, B), _pad_rows(do3, n_qb, B)
-        kT, vT = _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, True)
-        poly = q3.dtype == np.float32
-        scale2 = dt(scale * cpu.LOG2E)
-        cpu.backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, dt(scale), B, layout.n_heads, n_q, n_k,
-                          t["t_indptr"], t["t_indices"], t["t_tile_of"], t["tiles"], dk, dv, poly)
-        cpu.backward_dq(qp, _tiles(k3, n_kb, B, False), kT, vT, dop, lse2, delta, scale2, dt(scale), B,
-                        layout.n_heads, n_q, n_k, t["indptr"], t["indices"], t["tile_of"], t["tiles"], dq, poly)
-    return dq.reshape(shape_q), dk.reshape(shape_k), dv.reshape(shape_v)
+    return cpu
 
 
 def _make_function():
@@ -99,8 +42,7 @@ def _make_function():
     class BlockSparseAttention(torch.autograd.Function):
         @staticmethod
         def forward(ctx, q, k, v, layout, scale):
-            out, lse = _forward_np(q.detach().contiguous().numpy(), k.detach().contiguous().numpy(),
-                                   v.detach().contiguous().numpy(), layout, scale)
+            out, lse = _cpu().run_forward(*(x.detach().contiguous().numpy() for x in (q, k, v)), layout, scale)
             out_t, lse_t = torch.from_numpy(out), torch.from_numpy(lse)
             ctx.save_for_backward(q, k, v, out_t, lse_t)
             ctx.layout, ctx.scale = layout, scale
@@ -110,8 +52,8 @@ def _make_function():
         @staticmethod
         def backward(ctx, dout, dlse):
             q, k, v, out, lse = ctx.saved_tensors
-            dq, dk, dv = _backward_np(*(x.detach().contiguous().numpy() for x in (q, k, v, out, lse)),
-                                      dout.contiguous().numpy(), ctx.layout, ctx.scale)
+            dq, dk, dv = _cpu().run_backward(*(x.detach().contiguous().numpy() for x in (q, k, v, out, lse)),
+                                             dout.contiguous().numpy(), ctx.layout, ctx.scale)
             return torch.from_numpy(dq), torch.from_numpy(dk), torch.from_numpy(dv), None, None
 
     return BlockSparseAttention
@@ -226,7 +168,7 @@ def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: f
     backend = check_inputs(q, k, v, layout)
     scale = V.check_scale(scale, q.shape[-1])
     if backend == "numpy":
-        out, lse = _forward_np(q, k, v, layout, scale)
+        out, lse = _cpu().run_forward(q, k, v, layout, scale)
     elif q.device.type == "cuda":
         require_cuda_backend(q.device)
         if _CUDA_FUNCTION is None:

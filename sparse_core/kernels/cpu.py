@@ -1,6 +1,6 @@
 """Numba CPU kernels for block-sparse attention over a :class:`~sparse_core.patterns.BlockLayout`.
 
-Layout of the arguments (prepared by :mod:`sparse_core.attention.ops`): inputs are padded to whole blocks
+Defined in Chapter 4. Layout of the arguments (prepared by :func:`run_forward` / :func:`run_backward`): inputs are padded to whole blocks
 and stored tile by tile, so every tile product is one contiguous BLAS call (``np.dot`` inside
 Numba calls SciPy's BLAS):
 
@@ -31,6 +31,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
+
+from .tables import kernel_tables  # noqa: E402
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -283,3 +285,68 @@ def tile_products(qp, kT, vt, n_per_row):
             kb = (qb + t) % n_kb
             np.dot(Q, kT[bh, kb], S)
             np.dot(S, vt[bh, kb], PV)
+
+
+# --------------------------------------------------------------------------- host side
+def _pad_rows(x: np.ndarray, n_blocks: int, block: int) -> np.ndarray:
+    """[BH, n, c] -> [BH, n_blocks * block, c], zero padded (contiguous)."""
+    out = np.zeros((x.shape[0], n_blocks * block, x.shape[2]), dtype=x.dtype)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+def _tiles(x: np.ndarray, n_blocks: int, block: int, transpose: bool) -> np.ndarray:
+    """[BH, n, c] -> per-tile [BH, n_blocks, block, c] (or [.., c, block] when ``transpose``)."""
+    t = _pad_rows(x, n_blocks, block).reshape(x.shape[0], n_blocks, block, x.shape[2])
+    return np.ascontiguousarray(t.transpose(0, 1, 3, 2)) if transpose else t
+
+
+def _flat3(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.reshape((-1,) + x.shape[-2:]))
+
+
+def run_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(out, lse)`` of the forward kernel on numpy ``[..., n, d]`` arrays (checked by the caller):
+    pads them to whole blocks, lays them out tile by tile and runs :func:`forward`. Defined in Chapter 4."""
+    t = kernel_tables(layout)
+    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
+    lead = q.shape[:-2]
+    q3, k3, v3 = _flat3(q), _flat3(k), _flat3(v)
+    n_q, n_k = q3.shape[1], k3.shape[1]
+    out = np.empty((q3.shape[0], n_q, v3.shape[2]), dtype=q3.dtype)
+    lse = np.empty((q3.shape[0], n_q), dtype=q3.dtype)
+    if n_q and n_k and q3.shape[0]:
+        forward(_pad_rows(q3, n_qb, B), _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, False),
+                    q3.dtype.type(scale * LOG2E), B, layout.n_heads, n_q, n_k, t["indptr"], t["indices"],
+                    t["tile_of"], t["tiles"], out, lse, q3.dtype == np.float32)
+    else:
+        out[...] = 0
+        lse[...] = -np.inf
+    return out.reshape(lead + out.shape[-2:]), lse.reshape(lead + lse.shape[-1:])
+
+
+def run_backward(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray, lse: np.ndarray, dout: np.ndarray,
+                 layout, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(dq, dk, dv)``: the gradients of ``sum(out * dout)`` from the backward kernels
+    (:func:`backward_dkdv`, :func:`backward_dq`). Defined in Chapter 4."""
+    t = kernel_tables(layout)
+    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
+    shape_q, shape_k, shape_v = q.shape, k.shape, v.shape
+    q3, k3, v3, o3, do3 = (_flat3(x) for x in (q, k, v, out, dout))
+    n_q, n_k = q3.shape[1], k3.shape[1]
+    dq, dk, dv = np.zeros_like(q3), np.zeros_like(k3), np.zeros_like(v3)
+    if n_q and n_k and q3.shape[0]:
+        dt = q3.dtype.type
+        lse2 = np.full((q3.shape[0], n_qb * B), -np.inf, dtype=q3.dtype)
+        lse2[:, :n_q] = lse.reshape(-1, n_q) * dt(LOG2E)
+        delta = np.zeros((q3.shape[0], n_qb * B), dtype=q3.dtype)
+        delta[:, :n_q] = (do3.astype(np.float64) * o3).sum(-1)
+        qp, dop = _pad_rows(q3, n_qb, B), _pad_rows(do3, n_qb, B)
+        kT, vT = _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, True)
+        poly = q3.dtype == np.float32
+        scale2 = dt(scale * LOG2E)
+        backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, dt(scale), B, layout.n_heads, n_q, n_k,
+                          t["t_indptr"], t["t_indices"], t["t_tile_of"], t["tiles"], dk, dv, poly)
+        backward_dq(qp, _tiles(k3, n_kb, B, False), kT, vT, dop, lse2, delta, scale2, dt(scale), B,
+                        layout.n_heads, n_q, n_k, t["indptr"], t["indices"], t["tile_of"], t["tiles"], dq, poly)
+    return dq.reshape(shape_q), dk.reshape(shape_k), dv.reshape(shape_v)
