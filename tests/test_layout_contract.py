@@ -153,3 +153,19 @@ def test_layout_arrays_are_read_only():
         lay.indices[0] = 1
     with pytest.raises(ValueError):
         pickle.loads(pickle.dumps(lay)).tile_bits[...] = 0
+
+
+def test_layout_label_names_its_pattern_without_holding_it():
+    pattern = P.longformer(5, [0, 1])
+    lay = pattern.to_layout(100, 100, 16)
+    assert lay.label == repr(pattern)
+    again = pickle.loads(pickle.dumps(lay))
+    assert again.label == repr(pattern) and again == lay
+    assert P.sliding_window(3).to_layout(100, 100, 16) != lay
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sparse_core.patterns import plots
+
+    title = plots.plot_layout(again).get_title()
+    assert title.startswith("longformer(") and f"{100 * lay.density:.1f}% of pairs" in title

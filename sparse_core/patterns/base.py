@@ -272,7 +272,7 @@ class Pattern:
         tile_of = np.full(indices.size, -1, dtype=np.int32)
         tile_of[~full] = np.concatenate(tile_parts) if tile_parts else np.zeros(0, np.int64)
         bits = np.concatenate(bit_parts) if bit_parts else np.zeros((0, B, ceil_div(B, 8)), np.uint8)
-        return BlockLayout(n_q, n_k, B, n_heads, indptr, indices, full, bits, tile_of)
+        return BlockLayout(n_q, n_k, B, n_heads, indptr, indices, full, bits, tile_of, repr(self))
 
     def _classify_by_tiles(self, h: int, r0, c0, n_q: int, n_k: int, B: int) -> tuple[np.ndarray, np.ndarray]:
         """EMPTY/PARTIAL/FULL of ``B``-aligned blocks and the packed tiles of the partial ones, from

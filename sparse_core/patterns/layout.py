@@ -94,7 +94,8 @@ class BlockLayout:
     or :meth:`from_block_mask`; constructing it directly takes the arrays described in the
     module docstring (``tile_of`` / ``tile_bits`` may be omitted when every block is full).
     For compatibility the eighth positional argument may be a ``Pattern``: the token masks of
-    the partial blocks are then computed from it (and no reference to it is kept).
+    the partial blocks are then computed from it (no reference to it is kept; ``label``
+    becomes its repr). ``label`` names what the layout was made from, for pictures.
     """
     n_q: int
     n_k: int
@@ -105,6 +106,7 @@ class BlockLayout:
     full: np.ndarray  # bool [nnz], True when every pair of the block is allowed
     tile_bits: Any = None  # uint8 [n_tiles, block_size, ceil(block_size / 8)], packed token masks
     tile_of: Any = None  # int32 [nnz], tile of each kept block, -1 when full
+    label: str = ""  # what the layout was made from (a pattern's repr), for titles; not part of equality
 
     def __post_init__(self):
         B = self.block_size
@@ -119,6 +121,8 @@ class BlockLayout:
                              f"{self.full.shape}")
         rule = getattr(self.tile_bits, "mask_mod", None)
         if rule is not None:  # BlockLayout(..., pattern): the tiles from the pattern's rule
+            if not self.label and not isinstance(self.tile_bits, BlockLayout):
+                put(self, "label", repr(self.tile_bits))
             bits, tile_of = self._tiles_from_rule(lambda h, i, j: rule(0, h, i, j))
             put(self, "tile_bits", bits)
             put(self, "tile_of", tile_of)
@@ -300,7 +304,8 @@ class BlockLayout:
         indptr = np.stack([indptr[h * self.n_kb: (h + 1) * self.n_kb + 1] for h in range(self.n_heads)])
         bits = pack_tiles(unpack_tiles(self.tile_bits, self.block_size).transpose(0, 2, 1).astype(bool))
         return BlockLayout(self.n_k, self.n_q, self.block_size, self.n_heads, indptr,
-                           rows[order].astype(np.int32), self.full[order], bits, self.tile_of[order])
+                           rows[order].astype(np.int32), self.full[order], bits, self.tile_of[order],
+                           f"transpose of {self.label}" if self.label else "")
 
     @classmethod
     def from_block_mask(cls, block_mask: Any, n_q: int, n_k: int, block_size: int,

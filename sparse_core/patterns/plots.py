@@ -124,7 +124,7 @@ def plot_layout(layout_or_pattern, n: int | None = None, block_size: int | None 
             if value is not None and value != actual:
                 raise ValueError(f"`{name}`={value!r} conflicts with the layout's {name}={actual} "
                                  "(leave it out when passing a BlockLayout)")
-        pattern = None  # a layout keeps no pattern: the title shows no repr, the tokens come from its tiles
+        pattern = None  # a layout keeps no pattern: its label names it, its tiles give the tokens
         H = layout.n_heads
         if isinstance(head, bool) or not isinstance(head, numbers.Integral) or not 0 <= head < H:
             raise ValueError(f"`head` must be an integer in 0..{H - 1} for this layout of {H} head(s), got {head!r}")
@@ -205,7 +205,8 @@ def plot_layout(layout_or_pattern, n: int | None = None, block_size: int | None 
         density = _head_density(layout, head, bm, tokens)
         if density is not None:
             line += f", {100 * density:.1f}% of pairs"
-        title = (_wrap(repr(pattern)) + "\n" if pattern is not None else "") + line
+        name = repr(pattern) if pattern is not None else layout.label
+        title = (_wrap(name) + "\n" if name else "") + line
     ax.set_title(title, fontsize="medium")
     return ax
 
