@@ -224,7 +224,7 @@ def test_transpose_lists_the_same_blocks_by_key():
 
 def test_from_block_mask_round_trip():
     lay = P.strided(8).to_layout(70, 70, 16)
-    again = P.BlockLayout.from_block_mask(lay.to_block_mask(), 70, 70, 16, pattern=lay.pattern)
+    again = P.BlockLayout.from_block_mask(lay.to_block_mask(), 70, 70, 16, pattern=lay)  # a layout has a mask_mod too
     assert again == lay
 
 

@@ -4,107 +4,24 @@ numpy arrays and CPU torch tensors run the Numba CPU kernels (:mod:`sparse_core.
 CUDA torch tensors (float32) run the Numba CUDA kernels (:mod:`sparse_core.kernels.cuda`) on the
 tensors' memory, zero-copy through ``__cuda_array_interface__``, on the current torch stream.
 Both torch paths are ``torch.autograd.Function`` subclasses with a FlashAttention-2-style
-backward, so they train.
+backward, so they train. Defined in Chapter 4 (CPU) and Chapter 4b (CUDA).
+
+This module keeps the dispatch and the autograd Functions; the input checks are
+:func:`sparse_core.kernels.inputs.check_inputs` and the kernel-ready tables of a layout
+:func:`sparse_core.kernels.tables.kernel_tables` (re-exported here, where the chapters import it).
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
-import numpy as np
 
 from .. import _validation as V
+from ..kernels.inputs import check_inputs
+from ..kernels.tables import device_tables, kernel_tables
 from ..patterns.layout import BlockLayout
 
 __all__ = ["block_sparse_attention", "kernel_tables"]
-
-_TILE_CHUNK = 1 << 22
-
-
-def kernel_tables(layout: BlockLayout) -> dict:
-    """Arrays the kernels need, computed once per layout and cached on it.
-
-    ``tiles[t]`` is the token mask (uint8) of the t-th partial block, ``tile_of[p]`` the tile of
-    kept block ``p`` (-1 when full); ``t_*`` list the same blocks by key block (for dK/dV).
-    """
-    cached = layout.__dict__.get("_kernel_tables")
-    if cached is not None:
-        return cached
-    B = layout.block_size
-    heads, rows, cols = layout.block_heads(), layout.block_rows(), layout.indices.astype(np.int64)
-    partial = np.flatnonzero(~layout.full)
-    tile_of = np.full(layout.nnz, -1, dtype=np.int64)
-    tile_of[partial] = np.arange(partial.size)
-    tiles = np.zeros((max(1, partial.size), B, B), dtype=np.uint8)
-    if partial.size:
-        if layout.pattern is None:
-            raise ValueError("`layout` has partial blocks but no pattern to give their token mask")
-        ar = np.arange(B)
-        step = max(1, _TILE_CHUNK // (B * B))
-        for h in np.unique(heads[partial]):
-            sel = partial[heads[partial] == h]
-            for s in range(0, sel.size, step):
-                part = sel[s:s + step]
-                i = rows[part, None, None] * B + ar[None, :, None]
-                j = cols[part, None, None] * B + ar[None, None, :]
-                valid = (i < layout.n_q) & (j < layout.n_k)
-                m = layout.pattern.mask_mod(0, int(h), np.minimum(i, layout.n_q - 1), np.minimum(j, layout.n_k - 1))
-                tiles[tile_of[part]] = (np.asarray(m) & valid).astype(np.uint8)
-    tr = layout.transpose()
-    order = np.lexsort((rows, cols, heads))
-    tables = {
-        "indptr": np.ascontiguousarray(layout.indptr, dtype=np.int64),
-        "indices": np.ascontiguousarray(layout.indices, dtype=np.int64),
-        "tile_of": tile_of,
-        "tiles": tiles,
-        "t_indptr": np.ascontiguousarray(tr.indptr, dtype=np.int64),
-        "t_indices": np.ascontiguousarray(tr.indices, dtype=np.int64),
-        "t_tile_of": tile_of[order],
-    }
-    layout.__dict__["_kernel_tables"] = tables
-    return tables
-
-
-def _check(q, k, v, layout):
-    backend = V.backend_of(q=q, k=k, v=v)
-    if not isinstance(layout, BlockLayout):
-        raise TypeError(f"`layout` must be a BlockLayout (pattern.to_layout(...)), got {type(layout).__name__}")
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if x.ndim not in (3, 4):
-            raise ValueError(f"`{name}` must be [batch, heads, n, d] (or [heads, n, d]), got shape {tuple(x.shape)}")
-        if backend == "torch":
-            if x.device != q.device:
-                raise ValueError(f"`{name}` is on {x.device} but `q` is on {q.device}; put q, k, v on one device")
-            if x.device.type == "cuda":
-                if x.dtype != _torch().float32:
-                    raise TypeError(f"`{name}` is a CUDA tensor of dtype {x.dtype}; the CUDA kernels take "
-                                    "float32 (cast it first)")
-                continue
-            if x.device.type != "cpu":
-                raise ValueError(f"`{name}` is on {x.device}; block_sparse_attention runs on the CPU "
-                                 "or on CUDA devices")
-            ok = x.dtype in (_torch().float32, _torch().float64)
-        else:
-            ok = x.dtype in (np.float32, np.float64)
-        if not ok:
-            raise TypeError(f"`{name}` must be float32 or float64, got {x.dtype} (cast it first)")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"`q`, `k`, `v` must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.ndim == k.ndim == v.ndim):
-        raise ValueError("`q`, `k`, `v` must have the same number of dimensions")
-    if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
-        raise ValueError(f"batch/head dimensions differ: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"`k` must have the head dimension of `q` ({q.shape[-1]}), got {tuple(k.shape)}")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"`v` must have as many rows as `k` ({k.shape[-2]}), got {tuple(v.shape)}")
-    heads = q.shape[-3]
-    if (q.shape[-2], k.shape[-2]) != (layout.n_q, layout.n_k):
-        raise ValueError(f"`layout` is for n_q={layout.n_q}, n_k={layout.n_k}; the inputs have "
-                         f"n_q={q.shape[-2]}, n_k={k.shape[-2]}")
-    if layout.n_heads not in (1, heads):
-        raise ValueError(f"`layout` has {layout.n_heads} heads; the inputs have {heads}")
-    return backend
 
 
 def _torch():
@@ -113,67 +30,10 @@ def _torch():
     return torch
 
 
-def _pad_rows(x: np.ndarray, n_blocks: int, block: int) -> np.ndarray:
-    """[BH, n, c] -> [BH, n_blocks * block, c], zero padded (contiguous)."""
-    out = np.zeros((x.shape[0], n_blocks * block, x.shape[2]), dtype=x.dtype)
-    out[:, : x.shape[1]] = x
-    return out
+def _cpu():
+    from ..kernels import cpu  # numba compiles on first use: imported when a CPU kernel runs
 
-
-def _tiles(x: np.ndarray, n_blocks: int, block: int, transpose: bool) -> np.ndarray:
-    """[BH, n, c] -> per-tile [BH, n_blocks, block, c] (or [.., c, block] when ``transpose``)."""
-    t = _pad_rows(x, n_blocks, block).reshape(x.shape[0], n_blocks, block, x.shape[2])
-    return np.ascontiguousarray(t.transpose(0, 1, 3, 2)) if transpose else t
-
-
-def _flat3(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.reshape((-1,) + x.shape[-2:]))
-
-
-def _forward_np(q, k, v, layout, scale):
-    from ..kernels import cpu
-
-    t = kernel_tables(layout)
-    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
-    lead = q.shape[:-2]
-    q3, k3, v3 = _flat3(q), _flat3(k), _flat3(v)
-    n_q, n_k = q3.shape[1], k3.shape[1]
-    out = np.empty((q3.shape[0], n_q, v3.shape[2]), dtype=q3.dtype)
-    lse = np.empty((q3.shape[0], n_q), dtype=q3.dtype)
-    if n_q and n_k and q3.shape[0]:
-        cpu.forward(_pad_rows(q3, n_qb, B), _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, False),
-                    q3.dtype.type(scale * cpu.LOG2E), B, layout.n_heads, n_q, n_k, t["indptr"], t["indices"],
-                    t["tile_of"], t["tiles"], out, lse, q3.dtype == np.float32)
-    else:
-        out[...] = 0
-        lse[...] = -np.inf
-    return out.reshape(lead + out.shape[-2:]), lse.reshape(lead + lse.shape[-1:])
-
-
-def _backward_np(q, k, v, out, lse, dout, layout, scale):
-    from ..kernels import cpu
-
-    t = kernel_tables(layout)
-    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
-    shape_q, shape_k, shape_v = q.shape, k.shape, v.shape
-    q3, k3, v3, o3, do3 = (_flat3(x) for x in (q, k, v, out, dout))
-    n_q, n_k = q3.shape[1], k3.shape[1]
-    dq, dk, dv = np.zeros_like(q3), np.zeros_like(k3), np.zeros_like(v3)
-    if n_q and n_k and q3.shape[0]:
-        dt = q3.dtype.type
-        lse2 = np.full((q3.shape[0], n_qb * B), -np.inf, dtype=q3.dtype)
-        lse2[:, :n_q] = lse.reshape(-1, n_q) * dt(cpu.LOG2E)
-        delta = np.zeros((q3.shape[0], n_qb * B), dtype=q3.dtype)
-        delta[:, :n_q] = (do3.astype(np.float64) * o3).sum(-1)
-        qp, dop = _pad_rows(q3, n_qb, B), _pad_rows(do3, n_qb, B)
-        kT, vT = _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, True)
-        poly = q3.dtype == np.float32
-        scale2 = dt(scale * cpu.LOG2E)
-        cpu.backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, dt(scale), B, layout.n_heads, n_q, n_k,
-                          t["t_indptr"], t["t_indices"], t["t_tile_of"], t["tiles"], dk, dv, poly)
-        cpu.backward_dq(qp, _tiles(k3, n_kb, B, False), kT, vT, dop, lse2, delta, scale2, dt(scale), B,
-                        layout.n_heads, n_q, n_k, t["indptr"], t["indices"], t["tile_of"], t["tiles"], dq, poly)
-    return dq.reshape(shape_q), dk.reshape(shape_k), dv.reshape(shape_v)
+    return cpu
 
 
 def _make_function():
@@ -182,8 +42,7 @@ def _make_function():
     class BlockSparseAttention(torch.autograd.Function):
         @staticmethod
         def forward(ctx, q, k, v, layout, scale):
-            out, lse = _forward_np(q.detach().contiguous().numpy(), k.detach().contiguous().numpy(),
-                                   v.detach().contiguous().numpy(), layout, scale)
+            out, lse = _cpu().run_forward(*(x.detach().contiguous().numpy() for x in (q, k, v)), layout, scale)
             out_t, lse_t = torch.from_numpy(out), torch.from_numpy(lse)
             ctx.save_for_backward(q, k, v, out_t, lse_t)
             ctx.layout, ctx.scale = layout, scale
@@ -193,8 +52,8 @@ def _make_function():
         @staticmethod
         def backward(ctx, dout, dlse):
             q, k, v, out, lse = ctx.saved_tensors
-            dq, dk, dv = _backward_np(*(x.detach().contiguous().numpy() for x in (q, k, v, out, lse)),
-                                      dout.contiguous().numpy(), ctx.layout, ctx.scale)
+            dq, dk, dv = _cpu().run_backward(*(x.detach().contiguous().numpy() for x in (q, k, v, out, lse)),
+                                             dout.contiguous().numpy(), ctx.layout, ctx.scale)
             return torch.from_numpy(dq), torch.from_numpy(dk), torch.from_numpy(dv), None, None
 
     return BlockSparseAttention
@@ -208,19 +67,6 @@ def require_cuda_backend(device: Any = "cuda") -> None:
     ok, reason = K.available()
     if not ok:
         raise RuntimeError(f"the inputs are CUDA tensors ({device}) but the CUDA kernels cannot run: {reason}")
-
-
-def _cuda_tables(layout: BlockLayout, device) -> dict:
-    """:func:`kernel_tables` as torch tensors on ``device``, cached on the layout per device."""
-    torch = _torch()
-    per_device = layout.__dict__.setdefault("_cuda_tables", {})
-    key = str(device)
-    if key not in per_device:
-        from ..kernels.cuda import _TABLE_KEYS
-
-        t = kernel_tables(layout)
-        per_device[key] = {name: torch.from_numpy(np.ascontiguousarray(t[name])).to(device) for name in _TABLE_KEYS}
-    return per_device[key]
 
 
 def _numba_cuda_backend():
@@ -260,7 +106,7 @@ def _make_cuda_function(backend=None):
             out = torch.zeros((BH, n_q, d_v), device=dev, dtype=torch.float32)
             lse = torch.full((BH, n_q), -math.inf, device=dev, dtype=torch.float32)
             if BH and n_q and n_k:
-                tab = _cuda_tables(layout, dev)
+                tab = device_tables(layout, dev)
                 with context_of(dev):
                     names = list(tab)
                     dtab = dict(zip(names, views(*(tab[n] for n in names))))
@@ -282,7 +128,7 @@ def _make_cuda_function(backend=None):
             if BH and n_q and n_k:
                 do3 = dout.reshape(out.shape).to(torch.float32).contiguous()
                 delta, lse2 = torch.empty_like(lse), torch.empty_like(lse)
-                tab = _cuda_tables(layout, dev)
+                tab = device_tables(layout, dev)
                 with context_of(dev):
                     names = list(tab)
                     dtab = dict(zip(names, views(*(tab[n] for n in names))))
@@ -319,10 +165,10 @@ def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: f
     ``-inf`` on fully masked rows, whose output and gradient are zero).
     """
     global _FUNCTION, _CUDA_FUNCTION
-    backend = _check(q, k, v, layout)
+    backend = check_inputs(q, k, v, layout)
     scale = V.check_scale(scale, q.shape[-1])
     if backend == "numpy":
-        out, lse = _forward_np(q, k, v, layout, scale)
+        out, lse = _cpu().run_forward(q, k, v, layout, scale)
     elif q.device.type == "cuda":
         require_cuda_backend(q.device)
         if _CUDA_FUNCTION is None:

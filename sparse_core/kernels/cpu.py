@@ -1,6 +1,6 @@
 """Numba CPU kernels for block-sparse attention over a :class:`~sparse_core.patterns.BlockLayout`.
 
-Layout of the arguments (prepared by :mod:`sparse_core.attention.ops`): inputs are padded to whole blocks
+Defined in Chapter 4. Layout of the arguments (prepared by :func:`run_forward` / :func:`run_backward`): inputs are padded to whole blocks
 and stored tile by tile, so every tile product is one contiguous BLAS call (``np.dot`` inside
 Numba calls SciPy's BLAS):
 
@@ -32,9 +32,20 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
+from .tables import kernel_tables  # noqa: E402
+
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 _FM = {"contract", "reassoc", "arcp"}  # no 'nnan'/'ninf': NaN and -inf must keep their meaning
+
+
+@njit(inline="always")
+def _task(task, n_blocks, n_heads, block, n):
+    """(bh, block index, layout head, first row, rows) of parallel task ``task``."""
+    bh = task // n_blocks
+    b = task % n_blocks
+    r0 = b * block
+    return bh, b, bh % n_heads, r0, min(block, n - r0)
 
 
 @njit(cache=True, fastmath=_FM)
@@ -94,11 +105,7 @@ def forward(qp, kT, vt, scale2, block, n_heads, n_q, n_k, indptr, indices, tile_
     n_qb = indptr.shape[1] - 1
     dt = qp.dtype.type
     for task in prange(BH * n_qb):
-        bh = task // n_qb
-        qb = task % n_qb
-        h = bh % n_heads
-        r0 = qb * block
-        nr = min(block, n_q - r0)
+        bh, qb, h, r0, nr = _task(task, n_qb, n_heads, block, n_q)
         Q = qp[bh, r0:r0 + block] * scale2
         m = np.full(block, -np.inf, dtype=qp.dtype)
         l = np.zeros(block, dtype=qp.dtype)
@@ -170,6 +177,24 @@ def _probs(Q2, kT_tile, lse2, r0, nr, nc, tiles, tid, ibuf, fbuf, rs, shift, S, 
             S[i, j] = 0.0
 
 
+@njit(inline="always")
+def _scratch(block, dtype):
+    """Per-task buffers of the backward kernels: P, dS ``[block, block]``, the exp2 scratch
+    (``ibuf`` and its float32 view ``fbuf``), row sums and shifts ``[block]``."""
+    ibuf = np.empty(block, dtype=np.int32)
+    return (np.empty((block, block), dtype=dtype), np.empty((block, block), dtype=dtype), ibuf,
+            ibuf.view(np.float32), np.empty(block, dtype=dtype), np.empty(block, dtype=dtype))
+
+
+@njit(inline="always", fastmath=_FM)
+def _ds_rows(P, dS, delta_row, r0, nr):
+    """dS <- P * (dP - delta) on the first ``nr`` rows (``dS`` holds dP = dO V^T on entry)."""
+    for i in range(nr):
+        di = delta_row[r0 + i]
+        for j in range(dS.shape[1]):
+            dS[i, j] = P[i, j] * (dS[i, j] - di)
+
+
 @njit(parallel=True, cache=True, fastmath=_FM)
 def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n_q, n_k,
                   t_indptr, t_indices, t_tile_of, tiles, dk, dv_out, poly):
@@ -178,21 +203,13 @@ def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n
     dv = vT.shape[2]
     n_kb = t_indptr.shape[1] - 1
     for task in prange(BH * n_kb):
-        bh = task // n_kb
-        kb = task % n_kb
-        h = bh % n_heads
-        nc = min(block, n_k - kb * block)
+        bh, kb, h, _, nc = _task(task, n_kb, n_heads, block, n_k)
         acc_k = np.zeros((block, d), dtype=qp.dtype)
         acc_v = np.zeros((block, dv), dtype=qp.dtype)
         tmp_k = np.empty((block, d), dtype=qp.dtype)
         tmp_v = np.empty((block, dv), dtype=qp.dtype)
         Q2 = np.empty((block, d), dtype=qp.dtype)
-        P = np.empty((block, block), dtype=qp.dtype)
-        dS = np.empty((block, block), dtype=qp.dtype)
-        ibuf = np.empty(block, dtype=np.int32)
-        fbuf = ibuf.view(np.float32)
-        rs = np.empty(block, dtype=qp.dtype)
-        shift = np.empty(block, dtype=qp.dtype)
+        P, dS, ibuf, fbuf, rs, shift = _scratch(block, qp.dtype)
         for p in range(t_indptr[h, kb], t_indptr[h, kb + 1]):
             r0 = t_indices[p] * block
             nr = min(block, n_q - r0)
@@ -205,10 +222,7 @@ def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n
             np.dot(P.T, dO, tmp_v)
             acc_v += tmp_v
             np.dot(dO, vT[bh, kb], dS)  # dP
-            for i in range(nr):
-                di = delta[bh, r0 + i]
-                for j in range(block):
-                    dS[i, j] = P[i, j] * (dS[i, j] - di)
+            _ds_rows(P, dS, delta[bh], r0, nr)
             for i in range(nr, block):
                 for j in range(block):
                     dS[i, j] = 0.0
@@ -228,30 +242,18 @@ def backward_dq(qp, kt, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads,
     d = qp.shape[2]
     n_qb = indptr.shape[1] - 1
     for task in prange(BH * n_qb):
-        bh = task // n_qb
-        qb = task % n_qb
-        h = bh % n_heads
-        r0 = qb * block
-        nr = min(block, n_q - r0)
+        bh, qb, h, r0, nr = _task(task, n_qb, n_heads, block, n_q)
         Q2 = qp[bh, r0:r0 + block] * scale2
         dO = dop[bh, r0:r0 + block]
         acc = np.zeros((block, d), dtype=qp.dtype)
         tmp = np.empty((block, d), dtype=qp.dtype)
-        P = np.empty((block, block), dtype=qp.dtype)
-        dS = np.empty((block, block), dtype=qp.dtype)
-        ibuf = np.empty(block, dtype=np.int32)
-        fbuf = ibuf.view(np.float32)
-        rs = np.empty(block, dtype=qp.dtype)
-        shift = np.empty(block, dtype=qp.dtype)
+        P, dS, ibuf, fbuf, rs, shift = _scratch(block, qp.dtype)
         for p in range(indptr[h, qb], indptr[h, qb + 1]):
             kb = indices[p]
             nc = min(block, n_k - kb * block)
             _probs(Q2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, tile_of[p], ibuf, fbuf, rs, shift, P, poly)
             np.dot(dO, vT[bh, kb], dS)
-            for i in range(nr):
-                di = delta[bh, r0 + i]
-                for j in range(block):
-                    dS[i, j] = P[i, j] * (dS[i, j] - di)
+            _ds_rows(P, dS, delta[bh], r0, nr)
             np.dot(dS, kt[bh, kb], tmp)
             acc += tmp
         for i in range(nr):
@@ -283,3 +285,68 @@ def tile_products(qp, kT, vt, n_per_row):
             kb = (qb + t) % n_kb
             np.dot(Q, kT[bh, kb], S)
             np.dot(S, vt[bh, kb], PV)
+
+
+# --------------------------------------------------------------------------- host side
+def _pad_rows(x: np.ndarray, n_blocks: int, block: int) -> np.ndarray:
+    """[BH, n, c] -> [BH, n_blocks * block, c], zero padded (contiguous)."""
+    out = np.zeros((x.shape[0], n_blocks * block, x.shape[2]), dtype=x.dtype)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+def _tiles(x: np.ndarray, n_blocks: int, block: int, transpose: bool) -> np.ndarray:
+    """[BH, n, c] -> per-tile [BH, n_blocks, block, c] (or [.., c, block] when ``transpose``)."""
+    t = _pad_rows(x, n_blocks, block).reshape(x.shape[0], n_blocks, block, x.shape[2])
+    return np.ascontiguousarray(t.transpose(0, 1, 3, 2)) if transpose else t
+
+
+def _flat3(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.reshape((-1,) + x.shape[-2:]))
+
+
+def run_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(out, lse)`` of the forward kernel on numpy ``[..., n, d]`` arrays (checked by the caller):
+    pads them to whole blocks, lays them out tile by tile and runs :func:`forward`. Defined in Chapter 4."""
+    t = kernel_tables(layout)
+    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
+    lead = q.shape[:-2]
+    q3, k3, v3 = _flat3(q), _flat3(k), _flat3(v)
+    n_q, n_k = q3.shape[1], k3.shape[1]
+    out = np.empty((q3.shape[0], n_q, v3.shape[2]), dtype=q3.dtype)
+    lse = np.empty((q3.shape[0], n_q), dtype=q3.dtype)
+    if n_q and n_k and q3.shape[0]:
+        forward(_pad_rows(q3, n_qb, B), _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, False),
+                    q3.dtype.type(scale * LOG2E), B, layout.n_heads, n_q, n_k, t["indptr"], t["indices"],
+                    t["tile_of"], t["tiles"], out, lse, q3.dtype == np.float32)
+    else:
+        out[...] = 0
+        lse[...] = -np.inf
+    return out.reshape(lead + out.shape[-2:]), lse.reshape(lead + lse.shape[-1:])
+
+
+def run_backward(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray, lse: np.ndarray, dout: np.ndarray,
+                 layout, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(dq, dk, dv)``: the gradients of ``sum(out * dout)`` from the backward kernels
+    (:func:`backward_dkdv`, :func:`backward_dq`). Defined in Chapter 4."""
+    t = kernel_tables(layout)
+    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
+    shape_q, shape_k, shape_v = q.shape, k.shape, v.shape
+    q3, k3, v3, o3, do3 = (_flat3(x) for x in (q, k, v, out, dout))
+    n_q, n_k = q3.shape[1], k3.shape[1]
+    dq, dk, dv = np.zeros_like(q3), np.zeros_like(k3), np.zeros_like(v3)
+    if n_q and n_k and q3.shape[0]:
+        dt = q3.dtype.type
+        lse2 = np.full((q3.shape[0], n_qb * B), -np.inf, dtype=q3.dtype)
+        lse2[:, :n_q] = lse.reshape(-1, n_q) * dt(LOG2E)
+        delta = np.zeros((q3.shape[0], n_qb * B), dtype=q3.dtype)
+        delta[:, :n_q] = (do3.astype(np.float64) * o3).sum(-1)
+        qp, dop = _pad_rows(q3, n_qb, B), _pad_rows(do3, n_qb, B)
+        kT, vT = _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, True)
+        poly = q3.dtype == np.float32
+        scale2 = dt(scale * LOG2E)
+        backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, dt(scale), B, layout.n_heads, n_q, n_k,
+                          t["t_indptr"], t["t_indices"], t["t_tile_of"], t["tiles"], dk, dv, poly)
+        backward_dq(qp, _tiles(k3, n_kb, B, False), kT, vT, dop, lse2, delta, scale2, dt(scale), B,
+                        layout.n_heads, n_q, n_k, t["indptr"], t["indices"], t["tile_of"], t["tiles"], dq, poly)
+    return dq.reshape(shape_q), dk.reshape(shape_k), dv.reshape(shape_v)

@@ -1,6 +1,7 @@
 """Numba CUDA kernels for block-sparse attention over a :class:`~sparse_core.patterns.BlockLayout`.
 
-The kernels read the same tables as the CPU kernels (:func:`sparse_core.attention.ops.kernel_tables`): the
+Defined in Chapter 4b. The kernels read the same tables as the CPU kernels
+(:func:`sparse_core.kernels.tables.kernel_tables`): the
 kept blocks by query block (``indptr``/``indices``), by key block (``t_indptr``/``t_indices``),
 and the token mask of every partial block (``tile_of`` / ``t_tile_of`` -> ``tiles``). Arrays are
 float32 ``[BH, n, d]`` (``bh = b * heads + h``, head ``h`` uses layout head ``h % layout.n_heads``),
@@ -38,6 +39,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from .inputs import check_inputs
+from .tables import kernel_tables
 
 __all__ = ["available", "tile_config", "kernels", "launch_forward", "launch_backward", "attention_numpy",
            "SHARED_LIMIT", "TX"]
@@ -177,6 +181,98 @@ def kernels(block: int, d: int, d_v: int, tiles: tuple[int, int] | None = None) 
     return _CACHE[key]
 
 
+def _tile_ops(cfg: TileConfig):
+    """Device functions the kernels of one :class:`TileConfig` share: staging tiles in shared
+    memory, a thread's ``TM x TN`` register-tile product, accumulating ``P Y`` and storing rows.
+
+    They are inlined into the kernels at Numba IR level (``inline="always"``), so a kernel
+    compiles to the code it had when these loops were written out in it; the constants of
+    ``cfg`` are compile-time constants of the closures.
+    """
+    _load()
+
+    B, BM, BN, TY, TM, TN, RS = cfg.block, cfg.BM, cfg.BN, cfg.TY, cfg.TM, cfg.TN, cfg.splits
+    NT = TX * TY
+    ZERO = np.float32(0.0)
+
+    @cuda.jit(device=True, inline="always")
+    def place(n_heads):
+        """(bh, layout block, rb, r0, layout head, tx, ty, tid) of this thread: thread block
+        ``blockIdx.x`` owns rows ``rb .. rb + BM`` of layout block ``blockIdx.x // splits``,
+        whose first row is ``r0``, for batch*head ``blockIdx.y``."""
+        bh = cuda.blockIdx.y
+        blk = cuda.blockIdx.x // RS
+        rb = (cuda.blockIdx.x % RS) * BM
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        return bh, blk, rb, blk * B + rb, bh % n_heads, tx, ty, ty * TX + tx
+
+    @cuda.jit(device=True, inline="always")
+    def stage_rows_t(dst, src, bh, r0, rb, n, width, scale, tid):
+        """``dst[x, r] = src[bh, r0 + r, x] * scale`` for the ``BM`` rows of this thread block
+        (0 beyond the block or ``n``)."""
+        for e in range(tid, BM * width, NT):
+            r = e // width
+            x = e - r * width
+            val = ZERO
+            if rb + r < B and r0 + r < n:
+                val = src[bh, r0 + r, x] * scale
+            dst[x, r] = val
+
+    @cuda.jit(device=True, inline="always")
+    def stage_cols(dst, src, bh, k0, c0, n, width, ncols, tid):
+        """``dst[j, x] = src[bh, k0 + j, x]`` for the ``BN`` rows of one step, ``x < width`` (0 for
+        ``x >= ncols`` and beyond the block or ``n``)."""
+        for e in range(tid, BN * width, NT):
+            j = e // width
+            x = e - j * width
+            val = ZERO
+            if x < ncols and c0 + j < B and k0 + j < n:
+                val = src[bh, k0 + j, x]
+            dst[j, x] = val
+
+    @cuda.jit(device=True, inline="always")
+    def outer(s, a, b, depth, ar, br, tx, ty):
+        """``s[i, jj] = sum_x a[x, ty + TY i] * b[tx + TX jj, x]``: this thread's register tile."""
+        for i in range(TM):
+            for jj in range(TN):
+                s[i, jj] = ZERO
+        for x in range(depth):
+            for i in range(TM):
+                ar[i] = a[x, ty + TY * i]
+            for jj in range(TN):
+                br[jj] = b[tx + TX * jj, x]
+            for i in range(TM):
+                for jj in range(TN):
+                    s[i, jj] += ar[i] * br[jj]
+
+    @cuda.jit(device=True, inline="always")
+    def accumulate(acc, p, y, width, ar, yr, tx, ty):
+        """``acc[i, c] += sum_j p[ty + TY i, j] * y[j, tx + TX c]`` over the ``BN`` columns of ``p``."""
+        for j in range(BN):
+            for i in range(TM):
+                ar[i] = p[ty + TY * i, j]
+            for c in range(width):
+                yr[c] = y[j, tx + TX * c]
+            for i in range(TM):
+                for c in range(width):
+                    acc[i, c] += ar[i] * yr[c]
+
+    @cuda.jit(device=True, inline="always")
+    def store_rows(out, acc, bh, r0, rb, n, width, ncols, scale, tx, ty):
+        """``out[bh, r0 + lr, tx + TX c] = acc[i, c] * scale`` for this thread's rows and columns."""
+        for i in range(TM):
+            lr = ty + TY * i
+            row = r0 + lr
+            if rb + lr < B and row < n:
+                for c in range(width):
+                    col = tx + TX * c
+                    if col < ncols:
+                        out[bh, row, col] = acc[i, c] * scale
+
+    return place, stage_rows_t, stage_cols, outer, accumulate, store_rows
+
+
 def _build_forward(cfg: TileConfig):
     _load()
 
@@ -187,19 +283,13 @@ def _build_forward(cfg: TileConfig):
     QS, KS, PS = _odd(BM), _odd(max(D, TX * TDV)), _pad(BN)
     f32 = np.float32
     NEG, ZERO, ONE, CLN2 = f32(-np.inf), f32(0.0), f32(1.0), f32(LN2)
+    place, stage_rows_t, stage_cols, outer, accumulate, _ = _tile_ops(cfg)
 
     @cuda.jit
     def forward(q, k, v, scale2, n_heads, indptr, indices, tile_of, tiles, out, lse):
         n_q = q.shape[1]
         n_k = k.shape[1]
-        bh = cuda.blockIdx.y
-        qb = cuda.blockIdx.x // RS
-        rb = (cuda.blockIdx.x % RS) * BM  # first row of this thread block inside the query block
-        r0 = qb * B + rb
-        h = bh % n_heads
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * TX + tx
+        bh, qb, rb, r0, h, tx, ty, tid = place(n_heads)  # rb: first row inside the query block
         Qs = cuda.shared.array((D, QS), f32)  # Q^T * scale2
         KV = cuda.shared.array((BN, KS), f32)  # K tile, then V tile
         Ps = cuda.shared.array((BM, PS), f32)
@@ -216,13 +306,7 @@ def _build_forward(cfg: TileConfig):
             lsum[i] = ZERO
             for c in range(TDV):
                 acc[i, c] = ZERO
-        for e in range(tid, BM * D, NT):
-            r = e // D
-            x = e - r * D
-            val = ZERO
-            if rb + r < B and r0 + r < n_q:
-                val = q[bh, r0 + r, x] * scale2
-            Qs[x, r] = val
+        stage_rows_t(Qs, q, bh, r0, rb, n_q, D, scale2, tid)
         for p in range(indptr[h, qb], indptr[h, qb + 1]):
             kb = indices[p]
             t = tile_of[p]
@@ -230,25 +314,9 @@ def _build_forward(cfg: TileConfig):
                 c0 = ch * BN
                 k0 = kb * B + c0
                 cuda.syncthreads()  # readers of KV, Ps, red from the previous step are done
-                for e in range(tid, BN * D, NT):
-                    j = e // D
-                    x = e - j * D
-                    val = ZERO
-                    if c0 + j < B and k0 + j < n_k:
-                        val = k[bh, k0 + j, x]
-                    KV[j, x] = val
+                stage_cols(KV, k, bh, k0, c0, n_k, D, D, tid)
                 cuda.syncthreads()
-                for i in range(TM):
-                    for jj in range(TN):
-                        s[i, jj] = ZERO
-                for x in range(D):
-                    for i in range(TM):
-                        qr[i] = Qs[x, ty + TY * i]
-                    for jj in range(TN):
-                        kr[jj] = KV[tx + TX * jj, x]
-                    for i in range(TM):
-                        for jj in range(TN):
-                            s[i, jj] += qr[i] * kr[jj]
+                outer(s, Qs, KV, D, qr, kr, tx, ty)
                 for i in range(TM):
                     lr = ty + TY * i
                     mx = NEG
@@ -281,22 +349,9 @@ def _build_forward(cfg: TileConfig):
                     lsum[i] = lsum[i] * alpha + rs
                     for c in range(TDV):
                         acc[i, c] *= alpha
-                for e in range(tid, BN * DV, NT):
-                    j = e // DV
-                    c = e - j * DV
-                    val = ZERO
-                    if c0 + j < B and k0 + j < n_k:
-                        val = v[bh, k0 + j, c]
-                    KV[j, c] = val
+                stage_cols(KV, v, bh, k0, c0, n_k, DV, DV, tid)
                 cuda.syncthreads()
-                for j in range(BN):
-                    for i in range(TM):
-                        qr[i] = Ps[ty + TY * i, j]
-                    for c in range(TDV):
-                        vr[c] = KV[j, tx + TX * c]
-                    for i in range(TM):
-                        for c in range(TDV):
-                            acc[i, c] += qr[i] * vr[c]
+                accumulate(acc, Ps, KV, TDV, qr, vr, tx, ty)
         cuda.syncthreads()
         for i in range(TM):
             red[ty + TY * i, tx] = lsum[i]
@@ -356,20 +411,14 @@ def _build_dkdv(cfg: TileConfig):
     TD, TDV = _ceil(D, TX), _ceil(DV, TX)
     RSTR, QSTR, OSTR, PS = _odd(BM), _odd(TX * TD), _odd(TX * TDV), _pad(BN)
     f32 = np.float32
-    NEG, ZERO = f32(-np.inf), f32(0.0)
+    NEG, ZERO, ONE = f32(-np.inf), f32(0.0), f32(1.0)
+    place, stage_rows_t, stage_cols, outer, accumulate, store_rows = _tile_ops(cfg)
 
     @cuda.jit
     def dkdv(q, k, v, do, lse2, delta, scale2, scale, n_heads, t_indptr, t_indices, t_tile_of, tiles, dk, dv):
         n_q = q.shape[1]
         n_k = k.shape[1]
-        bh = cuda.blockIdx.y
-        kb = cuda.blockIdx.x // RS
-        rb = (cuda.blockIdx.x % RS) * BM  # first key of this thread block inside the key block
-        r0 = kb * B + rb
-        h = bh % n_heads
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * TX + tx
+        bh, kb, rb, r0, h, tx, ty, tid = place(n_heads)  # rb: first key inside the key block
         Ks = cuda.shared.array((D, RSTR), f32)  # K^T * scale2
         Vs = cuda.shared.array((DV, RSTR), f32)  # V^T
         Qc = cuda.shared.array((BN, QSTR), f32)
@@ -390,20 +439,8 @@ def _build_dkdv(cfg: TileConfig):
                 acc_k[i, c] = ZERO
             for c in range(TDV):
                 acc_v[i, c] = ZERO
-        for e in range(tid, BM * D, NT):
-            r = e // D
-            x = e - r * D
-            val = ZERO
-            if rb + r < B and r0 + r < n_k:
-                val = k[bh, r0 + r, x] * scale2
-            Ks[x, r] = val
-        for e in range(tid, BM * DV, NT):
-            r = e // DV
-            x = e - r * DV
-            val = ZERO
-            if rb + r < B and r0 + r < n_k:
-                val = v[bh, r0 + r, x]
-            Vs[x, r] = val
+        stage_rows_t(Ks, k, bh, r0, rb, n_k, D, scale2, tid)
+        stage_rows_t(Vs, v, bh, r0, rb, n_k, DV, ONE, tid)
         for p in range(t_indptr[h, kb], t_indptr[h, kb + 1]):
             qb = t_indices[p]
             t = t_tile_of[p]
@@ -411,20 +448,8 @@ def _build_dkdv(cfg: TileConfig):
                 c0 = ch * BN
                 q0 = qb * B + c0
                 cuda.syncthreads()  # readers of Qc, Oc, Ps from the previous step are done
-                for e in range(tid, BN * TX * TD, NT):
-                    j = e // (TX * TD)
-                    x = e - j * (TX * TD)
-                    val = ZERO
-                    if x < D and c0 + j < B and q0 + j < n_q:
-                        val = q[bh, q0 + j, x]
-                    Qc[j, x] = val
-                for e in range(tid, BN * TX * TDV, NT):
-                    j = e // (TX * TDV)
-                    x = e - j * (TX * TDV)
-                    val = ZERO
-                    if x < DV and c0 + j < B and q0 + j < n_q:
-                        val = do[bh, q0 + j, x]
-                    Oc[j, x] = val
+                stage_cols(Qc, q, bh, q0, c0, n_q, TX * TD, D, tid)
+                stage_cols(Oc, do, bh, q0, c0, n_q, TX * TDV, DV, tid)
                 for j in range(tid, BN, NT):
                     lv = NEG
                     dv_ = ZERO
@@ -434,26 +459,8 @@ def _build_dkdv(cfg: TileConfig):
                     Lc[j] = lv
                     Dc[j] = dv_
                 cuda.syncthreads()
-                for i in range(TM):
-                    for jj in range(TN):
-                        s[i, jj] = ZERO
-                        dp[i, jj] = ZERO
-                for x in range(D):
-                    for i in range(TM):
-                        ar[i] = Ks[x, ty + TY * i]
-                    for jj in range(TN):
-                        br[jj] = Qc[tx + TX * jj, x]
-                    for i in range(TM):
-                        for jj in range(TN):
-                            s[i, jj] += ar[i] * br[jj]
-                for x in range(DV):
-                    for i in range(TM):
-                        ar[i] = Vs[x, ty + TY * i]
-                    for jj in range(TN):
-                        br[jj] = Oc[tx + TX * jj, x]
-                    for i in range(TM):
-                        for jj in range(TN):
-                            dp[i, jj] += ar[i] * br[jj]
+                outer(s, Ks, Qc, D, ar, br, tx, ty)
+                outer(dp, Vs, Oc, DV, ar, br, tx, ty)
                 for i in range(TM):
                     lr = ty + TY * i
                     for jj in range(TN):
@@ -468,39 +475,15 @@ def _build_dkdv(cfg: TileConfig):
                         Ps[lr, lc] = pv
                         s[i, jj] = pv * (dp[i, jj] - Dc[lc])  # dS^T
                 cuda.syncthreads()
-                for j in range(BN):
-                    for i in range(TM):
-                        ar[i] = Ps[ty + TY * i, j]
-                    for c in range(TDV):
-                        er[c] = Oc[j, tx + TX * c]
-                    for i in range(TM):
-                        for c in range(TDV):
-                            acc_v[i, c] += ar[i] * er[c]
+                accumulate(acc_v, Ps, Oc, TDV, ar, er, tx, ty)
                 cuda.syncthreads()
                 for i in range(TM):
                     for jj in range(TN):
                         Ps[ty + TY * i, tx + TX * jj] = s[i, jj]
                 cuda.syncthreads()
-                for j in range(BN):
-                    for i in range(TM):
-                        ar[i] = Ps[ty + TY * i, j]
-                    for c in range(TD):
-                        cr[c] = Qc[j, tx + TX * c]
-                    for i in range(TM):
-                        for c in range(TD):
-                            acc_k[i, c] += ar[i] * cr[c]
-        for i in range(TM):
-            lr = ty + TY * i
-            row = r0 + lr
-            if rb + lr < B and row < n_k:
-                for c in range(TD):
-                    col = tx + TX * c
-                    if col < D:
-                        dk[bh, row, col] = acc_k[i, c] * scale
-                for c in range(TDV):
-                    col = tx + TX * c
-                    if col < DV:
-                        dv[bh, row, col] = acc_v[i, c]
+                accumulate(acc_k, Ps, Qc, TD, ar, cr, tx, ty)
+        store_rows(dk, acc_k, bh, r0, rb, n_k, TD, D, scale, tx, ty)
+        store_rows(dv, acc_v, bh, r0, rb, n_k, TDV, DV, ONE, tx, ty)
 
     return dkdv
 
@@ -514,20 +497,14 @@ def _build_dq(cfg: TileConfig):
     TD = _ceil(D, TX)
     RSTR, KSTR, VSTR, PS = _odd(BM), _odd(TX * TD), _odd(DV), _pad(BN)
     f32 = np.float32
-    NEG, ZERO = f32(-np.inf), f32(0.0)
+    NEG, ZERO, ONE = f32(-np.inf), f32(0.0), f32(1.0)
+    place, stage_rows_t, stage_cols, outer, accumulate, store_rows = _tile_ops(cfg)
 
     @cuda.jit
     def dq_kernel(q, k, v, do, lse2, delta, scale2, scale, n_heads, indptr, indices, tile_of, tiles, dq):
         n_q = q.shape[1]
         n_k = k.shape[1]
-        bh = cuda.blockIdx.y
-        qb = cuda.blockIdx.x // RS
-        rb = (cuda.blockIdx.x % RS) * BM
-        r0 = qb * B + rb
-        h = bh % n_heads
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * TX + tx
+        bh, qb, rb, r0, h, tx, ty, tid = place(n_heads)
         Qs = cuda.shared.array((D, RSTR), f32)  # Q^T * scale2
         Os = cuda.shared.array((DV, RSTR), f32)  # dO^T
         Kc = cuda.shared.array((BN, KSTR), f32)
@@ -552,20 +529,8 @@ def _build_dq(cfg: TileConfig):
             dl[i] = dv_
             for c in range(TD):
                 acc[i, c] = ZERO
-        for e in range(tid, BM * D, NT):
-            r = e // D
-            x = e - r * D
-            val = ZERO
-            if rb + r < B and r0 + r < n_q:
-                val = q[bh, r0 + r, x] * scale2
-            Qs[x, r] = val
-        for e in range(tid, BM * DV, NT):
-            r = e // DV
-            x = e - r * DV
-            val = ZERO
-            if rb + r < B and r0 + r < n_q:
-                val = do[bh, r0 + r, x]
-            Os[x, r] = val
+        stage_rows_t(Qs, q, bh, r0, rb, n_q, D, scale2, tid)
+        stage_rows_t(Os, do, bh, r0, rb, n_q, DV, ONE, tid)
         for p in range(indptr[h, qb], indptr[h, qb + 1]):
             kb = indices[p]
             t = tile_of[p]
@@ -573,41 +538,11 @@ def _build_dq(cfg: TileConfig):
                 c0 = ch * BN
                 k0 = kb * B + c0
                 cuda.syncthreads()  # readers of Kc, Vc, Ps from the previous step are done
-                for e in range(tid, BN * TX * TD, NT):
-                    j = e // (TX * TD)
-                    x = e - j * (TX * TD)
-                    val = ZERO
-                    if x < D and c0 + j < B and k0 + j < n_k:
-                        val = k[bh, k0 + j, x]
-                    Kc[j, x] = val
-                for e in range(tid, BN * DV, NT):
-                    j = e // DV
-                    x = e - j * DV
-                    val = ZERO
-                    if c0 + j < B and k0 + j < n_k:
-                        val = v[bh, k0 + j, x]
-                    Vc[j, x] = val
+                stage_cols(Kc, k, bh, k0, c0, n_k, TX * TD, D, tid)
+                stage_cols(Vc, v, bh, k0, c0, n_k, DV, DV, tid)
                 cuda.syncthreads()
-                for i in range(TM):
-                    for jj in range(TN):
-                        s[i, jj] = ZERO
-                        dp[i, jj] = ZERO
-                for x in range(D):
-                    for i in range(TM):
-                        ar[i] = Qs[x, ty + TY * i]
-                    for jj in range(TN):
-                        br[jj] = Kc[tx + TX * jj, x]
-                    for i in range(TM):
-                        for jj in range(TN):
-                            s[i, jj] += ar[i] * br[jj]
-                for x in range(DV):
-                    for i in range(TM):
-                        ar[i] = Os[x, ty + TY * i]
-                    for jj in range(TN):
-                        br[jj] = Vc[tx + TX * jj, x]
-                    for i in range(TM):
-                        for jj in range(TN):
-                            dp[i, jj] += ar[i] * br[jj]
+                outer(s, Qs, Kc, D, ar, br, tx, ty)
+                outer(dp, Os, Vc, DV, ar, br, tx, ty)
                 for i in range(TM):
                     lr = ty + TY * i
                     for jj in range(TN):
@@ -620,22 +555,8 @@ def _build_dq(cfg: TileConfig):
                             pv = math.exp2(s[i, jj] - lr2[i])
                         Ps[lr, tx + TX * jj] = pv * (dp[i, jj] - dl[i])
                 cuda.syncthreads()
-                for j in range(BN):
-                    for i in range(TM):
-                        ar[i] = Ps[ty + TY * i, j]
-                    for c in range(TD):
-                        cr[c] = Kc[j, tx + TX * c]
-                    for i in range(TM):
-                        for c in range(TD):
-                            acc[i, c] += ar[i] * cr[c]
-        for i in range(TM):
-            lr = ty + TY * i
-            row = r0 + lr
-            if rb + lr < B and row < n_q:
-                for c in range(TD):
-                    col = tx + TX * c
-                    if col < D:
-                        dq[bh, row, col] = acc[i, c] * scale
+                accumulate(acc, Ps, Kc, TD, ar, cr, tx, ty)
+        store_rows(dq, acc, bh, r0, rb, n_q, TD, D, scale, tx, ty)
 
     return dq_kernel
 
@@ -649,7 +570,7 @@ def launch_forward(q, k, v, out, lse, tables, block, n_heads, scale, stream=0, t
     """Run the forward kernel on device arrays (anything with ``__cuda_array_interface__`` that
     Numba accepts): ``q [BH, n_q, d]``, ``k [BH, n_k, d]``, ``v [BH, n_k, d_v]`` float32,
     outputs ``out [BH, n_q, d_v]``, ``lse [BH, n_q]``; ``tables`` the device copies of
-    :func:`~sparse_core.attention.ops.kernel_tables`."""
+    :func:`~sparse_core.kernels.tables.kernel_tables` (:func:`~sparse_core.kernels.tables.device_tables`)."""
     BH, n_q, d = q.shape
     d_v = v.shape[2]
     ks = kernels(block, d, d_v, tiles)
@@ -676,9 +597,6 @@ def launch_backward(q, k, v, out, lse, dout, dq, dk, dv, delta, lse2, tables, bl
                                     tables["indices"], tables["tile_of"], tables["tiles"], dq)
 
 
-_TABLE_KEYS = ("indptr", "indices", "tile_of", "tiles", "t_indptr", "t_indices", "t_tile_of")
-
-
 def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
     """Run the CUDA kernels on numpy arrays (copied to the device and back), for tests and the
     simulator: ``q [..., n_q, d]``, ``k [..., n_k, d]``, ``v [..., n_k, d_v]`` (cast to float32).
@@ -688,10 +606,8 @@ def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
     """
     from numba import cuda
 
-    from ..attention.ops import _check, kernel_tables
-
     q, k, v = (np.asarray(x, dtype=np.float32) for x in (q, k, v))
-    _check(q, k, v, layout)
+    check_inputs(q, k, v, layout)
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     lead = q.shape[:-2]
@@ -702,8 +618,7 @@ def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
     if dout is not None:
         res.update(dq=np.zeros_like(q3), dk=np.zeros_like(k3), dv=np.zeros_like(v3))
     if BH and n_q and n_k:
-        t = kernel_tables(layout)
-        tab = {name: cuda.to_device(np.ascontiguousarray(t[name])) for name in _TABLE_KEYS}
+        tab = {name: cuda.to_device(x) for name, x in kernel_tables(layout).items()}
         qd, kd, vd = (cuda.to_device(x) for x in (q3, k3, v3))
         d_out, d_lse = cuda.device_array((BH, n_q, d_v), np.float32), cuda.device_array((BH, n_q), np.float32)
         launch_forward(qd, kd, vd, d_out, d_lse, tab, layout.block_size, layout.n_heads, scale, tiles=tiles)

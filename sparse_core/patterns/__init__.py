@@ -20,7 +20,10 @@ module                 constructors
 ``plots``              ``plot_mask``, ``plot_layout``, ``plot_reach``, ``hops`` (import
                        ``sparse_core.patterns.plots``; it loads matplotlib)
 ``graph``              ``degrees``, ``distances``, ``diameter``, ``is_connected`` of a mask's
-                       attention graph (import ``sparse_core.patterns.graph``)
+                       attention graph; ``hops``, ``reach``, ``receptive_field`` of a pattern
+                       (import ``sparse_core.patterns.graph``)
+``layout``             ``BlockLayout``: kept blocks (CSR per head) and the token masks of the
+                       partial blocks -- all a kernel needs, no reference to the pattern
 =====================  ===============================================================
 """
 from .axial import axial

@@ -7,9 +7,8 @@ grid. ``factorized=True`` puts rows on even heads and columns on odd heads.
 """
 from __future__ import annotations
 
-from .base import DiagonalPattern, Pattern, PartitionPattern, causal as _causal, check_int, intersection, \
+from .base import DiagonalPattern, NamedPattern, Pattern, PartitionPattern, causal as _causal, check_int, intersection, \
     per_head, union
-from .strided import _Named
 
 
 class _Columns(DiagonalPattern):
@@ -41,7 +40,7 @@ def axial(height: int, width: int, causal: bool = False, factorized: bool = Fals
     return _GridChecked(inner, params, height * width)
 
 
-class _GridChecked(_Named):
+class _GridChecked(NamedPattern):
     def __init__(self, inner: Pattern, params: dict, n_max: int):
         super().__init__(inner, "axial", params)
         self.n_max = n_max

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .layout import BlockLayout
+from .layout import TILE_BUDGET, BlockLayout, ceil_div, evaluate_tiles, pack_tiles
 
 try:
     import torch
@@ -72,10 +72,6 @@ def per_head_ints(name: str, value: Any, minimum: int) -> np.ndarray:
     return np.array([check_int(name, v, minimum) for v in values], dtype=np.int64)
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _broadcast_bool(result: Any, i: Any, j: Any) -> Any:
     if is_tensor(result) or is_tensor(i) or is_tensor(j):
         t = [x for x in (result, i, j) if is_tensor(x)][0]
@@ -88,6 +84,28 @@ def _broadcast_bool(result: Any, i: Any, j: Any) -> Any:
         return result if tuple(result.shape) == tuple(shape) else torch.broadcast_to(result, shape)
     shape = np.broadcast_shapes(np.shape(result), np.shape(i), np.shape(j))
     return np.broadcast_to(np.asarray(result, dtype=bool), shape)
+
+
+def _distinct_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)`` of the distinct rows of an int array ``[m, k]``, as
+    ``np.unique(keys, axis=0, return_index=True, return_inverse=True)`` but column by column
+    (1-D sorts are much faster than sorting rows)."""
+    code = np.zeros(keys.shape[0], dtype=np.int64)
+    for col in keys.T:
+        _, inv = np.unique(col, return_inverse=True)
+        _, code = np.unique(code * (int(inv.max()) + 1) + inv, return_inverse=True)
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+def _clip_tiles(tiles: np.ndarray, r0, c0, n_q: int, n_k: int, B: int) -> np.ndarray:
+    """``tiles`` (bool ``[m, B, B]`` at rows ``r0``, columns ``c0``) with the pairs beyond ``n_q`` /
+    ``n_k`` set False; only the tiles on the last block row or column are touched."""
+    edge = np.flatnonzero((r0 + B > n_q) | (c0 + B > n_k))
+    if edge.size:
+        ar = np.arange(B, dtype=np.int64)
+        tiles[edge] &= ((r0[edge, None] + ar < n_q)[:, :, None] & (c0[edge, None] + ar < n_k)[:, None, :])
+    return tiles
 
 
 # ---------------------------------------------------------------------------- the contract
@@ -143,17 +161,6 @@ class Pattern:
             out[sl] = m.sum(axis=(1, 2))
         return out
 
-    def _count_in_blocks(self, heads, qb, kb, n_q, n_k, block_size) -> np.ndarray:
-        heads, qb, kb = (np.asarray(x, dtype=np.int64) for x in (heads, qb, kb))
-        out = np.zeros(heads.shape, dtype=np.int64)
-        for h in np.unique(heads):
-            sel = heads == h
-            r0 = qb[sel] * block_size
-            c0 = kb[sel] * block_size
-            out[sel] = self._tile_counts(int(h), r0, np.minimum(r0 + block_size, n_q), c0,
-                                         np.minimum(c0 + block_size, n_k), n_q, n_k)
-        return out
-
     # -- public API ------------------------------------------------------------
     @property
     def mask_mod(self):
@@ -205,40 +212,93 @@ class Pattern:
         return out
 
     def to_layout(self, n_q: int, n_k: int, block_size: int, n_heads: int = 1) -> BlockLayout:
-        """Exact :class:`BlockLayout` (CSR per head) of this pattern; memory ~ kept blocks."""
+        """Exact :class:`BlockLayout` of this pattern: CSR per head and the token masks of its
+        partial blocks; memory ~ kept blocks, never an ``n_q x n_k`` array. Defined in Chapter 4."""
         n_q = check_int("n_q", n_q, 0)
         n_k = check_int("n_k", n_k, 0)
         B = check_int("block_size", block_size, 1)
         n_heads = self._check_heads(n_heads)
         self._check_lengths(n_q, n_k)
-        n_qb, n_kb = _ceil_div(n_q, B), _ceil_div(n_k, B)
+        n_qb, n_kb = ceil_div(n_q, B), ceil_div(n_k, B)
         indptr = np.zeros((n_heads, n_qb + 1), dtype=np.int64)
-        idx_parts, full_parts = [], []
-        offset = 0
+        idx_parts, full_parts, tile_parts, bit_parts = [], [], [], []
+        offset = n_tiles = 0
         rows_per_chunk = max(1, (1 << 18) // max(1, n_kb))  # bounded temporaries, never n x n
         kb_all = np.arange(n_kb, dtype=np.int64)
+        evaluated = type(self)._classify is Pattern._classify  # no closed form: classify from the tiles
         for h in range(n_heads):
             indptr[h, 0] = offset
             if not (n_q and n_k):
                 indptr[h, 1:] = offset
                 continue
             ctx = self._prepare(h, n_q, n_k)
+            starts, keys = [], []
             for q0 in range(0, n_qb, rows_per_chunk):
                 qb = np.arange(q0, min(q0 + rows_per_chunk, n_qb), dtype=np.int64)
-                QB = np.repeat(qb, n_kb)
-                KB = np.tile(kb_all, qb.size)
-                r0 = QB * B
-                c0 = KB * B
-                cls = self._classify(ctx, h, r0, np.minimum(r0 + B, n_q), c0, np.minimum(c0 + B, n_k), n_q, n_k)
+                r0 = np.repeat(qb, n_kb) * B
+                c0 = np.tile(kb_all, qb.size) * B
+                if evaluated:
+                    cls, bits = self._classify_by_tiles(h, r0, c0, n_q, n_k, B)
+                    bit_parts.append(bits)
+                else:
+                    cls = self._classify(ctx, h, r0, np.minimum(r0 + B, n_q), c0, np.minimum(c0 + B, n_k), n_q, n_k)
                 keep = cls != EMPTY
-                idx_parts.append(KB[keep].astype(np.int32))
+                idx_parts.append((c0[keep] // B).astype(np.int32))
                 full_parts.append(cls[keep] == FULL)
+                part = cls == PARTIAL
+                starts.append((r0[part], c0[part]))
+                if not evaluated and keys is not None:
+                    k = self._tile_keys(ctx, h, r0[part], c0[part], n_q, n_k, B)
+                    keys = None if k is None else keys + [k]
                 counts = keep.reshape(qb.size, n_kb).sum(axis=1)
                 indptr[h, qb + 1] = offset + np.cumsum(counts)
                 offset += int(counts.sum())
+            r0p = np.concatenate([s[0] for s in starts]) if starts else np.zeros(0, np.int64)
+            c0p = np.concatenate([s[1] for s in starts]) if starts else np.zeros(0, np.int64)
+            ids = np.arange(r0p.size, dtype=np.int64)
+            if not evaluated:
+                if keys and r0p.size:  # equal keys, equal tiles: evaluate one block per key
+                    first, ids = _distinct_rows(np.concatenate(keys))
+                    r0p, c0p = r0p[first], c0p[first]
+                bits = np.zeros((r0p.size, B, ceil_div(B, 8)), dtype=np.uint8)
+                step = max(1, TILE_BUDGET // (B * B))
+                for s in range(0, r0p.size, step):
+                    bits[s:s + step] = pack_tiles(self._tiles(ctx, h, r0p[s:s + step], c0p[s:s + step], n_q, n_k, B))
+                bit_parts.append(bits)
+            tile_parts.append(n_tiles + ids.reshape(-1))
+            n_tiles += int(ids.max()) + 1 if ids.size else 0
         indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int32)
         full = np.concatenate(full_parts) if full_parts else np.zeros(0, bool)
-        return BlockLayout(n_q, n_k, B, n_heads, indptr, indices, full, self)
+        tile_of = np.full(indices.size, -1, dtype=np.int32)
+        tile_of[~full] = np.concatenate(tile_parts) if tile_parts else np.zeros(0, np.int64)
+        bits = np.concatenate(bit_parts) if bit_parts else np.zeros((0, B, ceil_div(B, 8)), np.uint8)
+        return BlockLayout(n_q, n_k, B, n_heads, indptr, indices, full, bits, tile_of, repr(self))
+
+    def _classify_by_tiles(self, h: int, r0, c0, n_q: int, n_k: int, B: int) -> tuple[np.ndarray, np.ndarray]:
+        """EMPTY/PARTIAL/FULL of ``B``-aligned blocks and the packed tiles of the partial ones, from
+        one evaluation of the rule on every tile (for patterns without a closed form)."""
+        cls = np.empty(r0.shape, dtype=np.int8)
+        bits = []
+        area = (np.minimum(r0 + B, n_q) - r0) * (np.minimum(c0 + B, n_k) - c0)
+        for sl, m in evaluate_tiles(self._mask, h, r0, c0, n_q, n_k, B):
+            cnt = m.sum(axis=(1, 2))
+            c = np.where(cnt == 0, EMPTY, np.where(cnt == area[sl], FULL, PARTIAL)).astype(np.int8)
+            cls[sl] = c
+            bits.append(pack_tiles(m[c == PARTIAL]))
+        return cls, (np.concatenate(bits) if bits else np.zeros((0, B, ceil_div(B, 8)), np.uint8))
+
+    def _tile_keys(self, ctx: Any, h: int, r0, c0, n_q: int, n_k: int, B: int) -> np.ndarray | None:
+        """int64 ``[m, k]`` keys of the ``B``-aligned blocks at ``r0``, ``c0``: blocks with equal keys
+        have equal token tiles, so :meth:`to_layout` evaluates the rule once per key. None: unknown."""
+        return None
+
+    def _tiles(self, ctx: Any, h: int, r0, c0, n_q: int, n_k: int, B: int) -> np.ndarray:
+        """bool ``[m, B, B]`` token masks of the ``B``-aligned blocks at ``r0``, ``c0`` (False beyond
+        the lengths). Families with a cheaper form than evaluating the rule override it."""
+        out = np.zeros((len(r0), B, B), dtype=bool)
+        for sl, m in evaluate_tiles(self._mask, h, r0, c0, n_q, n_k, B, budget=max(1, len(r0)) * B * B):
+            out[sl] = m
+        return out
 
     # -- composition -------------------------------------------------------------
     def __or__(self, other: "Pattern") -> "Pattern":
@@ -297,6 +357,19 @@ class DiagonalPattern(Pattern):
         cnt = prefix[dmax - lo + 1] - prefix[dmin - lo]
         return np.where(cnt == 0, EMPTY, np.where(cnt == dmax - dmin + 1, FULL, PARTIAL)).astype(np.int8)
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        # tile[a, b] = pred(r0 - c0 + a - b) inside the block's extent
+        return np.stack([r0 - c0, np.minimum(B, n_q - r0), np.minimum(B, n_k - c0)], axis=1)
+
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        # a Toeplitz tile: tile[a, b] = rule(r0 - c0 + a - b), read from windows of 2B - 1 offsets
+        lo, prefix = ctx
+        ok = np.zeros(prefix.size - 1 + 2 * B, dtype=bool)  # the rule on offsets lo - B .. n_q - 1 + B
+        ok[B:B + prefix.size - 1] = np.diff(prefix) > 0
+        windows = np.lib.stride_tricks.sliding_window_view(ok, 2 * B - 1)[np.asarray(r0 - c0 - lo + 1)]
+        ar = np.arange(B)
+        return _clip_tiles(windows[:, ar[:, None] - ar[None, :] + B - 1], r0, c0, n_q, n_k, B)
+
 
 class _DiagonalCombo(DiagonalPattern):
     def __init__(self, parts: Sequence[DiagonalPattern], op: str):
@@ -333,6 +406,11 @@ class PartitionPattern(Pattern):
         full = (gr0 == gr1) & (gc0 == gc1) & (gr0 == gc0)
         return np.where(~overlap, EMPTY, np.where(full, FULL, PARTIAL)).astype(np.int8)
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        # (r0 + a) // s == (c0 + b) // s depends on r0 // s - c0 // s, r0 % s and c0 % s only
+        s = self.size
+        return np.stack([r0 // s - c0 // s, r0 % s, c0 % s, np.minimum(B, n_q - r0), np.minimum(B, n_k - c0)], axis=1)
+
 
 class RowColPattern(Pattern):
     """``row(h, i) or col(h, j)``: global rows and/or columns (global tokens, summary columns)."""
@@ -361,6 +439,22 @@ class RowColPattern(Pattern):
         empty = (nr == 0) & (nc == 0)
         return np.where(empty, EMPTY, np.where(full, FULL, PARTIAL)).astype(np.int8)
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        # tile[a, b] = row(r0 + a) | col(c0 + b): one id per distinct run of B rows / columns
+        ids = []
+        for prefix, start, n in ((ctx[0], r0, n_q), (ctx[1], c0, n_k)):
+            flags = np.zeros(ceil_div(n, B) * B, dtype=bool)
+            flags[:n] = np.diff(prefix) > 0
+            _, inv = np.unique(flags.reshape(-1, B), axis=0, return_inverse=True)
+            ids += [inv.reshape(-1)[start // B], np.minimum(B, n - start)]
+        return np.stack(ids, axis=1)
+
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        ar = np.arange(B, dtype=np.int64)
+        rows = (np.diff(ctx[0]) > 0)[np.minimum(r0[:, None] + ar, n_q - 1)]
+        cols = (np.diff(ctx[1]) > 0)[np.minimum(c0[:, None] + ar, n_k - 1)]
+        return _clip_tiles(rows[:, :, None] | cols[:, None, :], r0, c0, n_q, n_k, B)
+
 
 class BlockTablePattern(Pattern):
     """Allowed pairs given per ``block x block`` tile by a boolean table ``[heads, nb_q, nb_k]``."""
@@ -380,7 +474,7 @@ class BlockTablePattern(Pattern):
         return lookup(t.reshape(-1), flat)
 
     def _check_lengths(self, n_q, n_k):
-        nb_q, nb_k = _ceil_div(n_q, self.block), _ceil_div(n_k, self.block)
+        nb_q, nb_k = ceil_div(n_q, self.block), ceil_div(n_k, self.block)
         if nb_q > self.table.shape[1] or nb_k > self.table.shape[2]:
             raise ValueError(f"this pattern is defined for at most {self.table.shape[1] * self.block} queries and "
                              f"{self.table.shape[2] * self.block} keys (its block table is "
@@ -474,6 +568,17 @@ class _Combination(Pattern):
             out[unsure] = Pattern._classify(self, None, h, r0[unsure], r1[unsure], c0[unsure], c1[unsure], n_q, n_k)
         return out
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        keys = [p._tile_keys(c, h, r0, c0, n_q, n_k, B) for p, c in zip(self.parts, ctx)]
+        return None if any(k is None for k in keys) else np.concatenate(keys, axis=1)
+
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        out = self.parts[0]._tiles(ctx[0], h, r0, c0, n_q, n_k, B)
+        for p, c in zip(self.parts[1:], ctx[1:]):
+            t = p._tiles(c, h, r0, c0, n_q, n_k, B)
+            out = (out | t) if self.op == "|" else (out & t)
+        return out
+
     def __repr__(self):
         return "(" + f" {self.op} ".join(map(repr, self.parts)) + ")"
 
@@ -522,6 +627,12 @@ class PerHead(Pattern):
     def _classify(self, ctx, h, r0, r1, c0, c1, n_q, n_k):
         return self.parts[h % len(self.parts)]._classify(ctx, h, r0, r1, c0, c1, n_q, n_k)
 
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        return self.parts[h % len(self.parts)]._tile_keys(ctx, h, r0, c0, n_q, n_k, B)
+
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        return self.parts[h % len(self.parts)]._tiles(ctx, h, r0, c0, n_q, n_k, B)
+
     def __repr__(self):
         return f"per_head([{', '.join(map(repr, self.parts))}])"
 
@@ -529,6 +640,39 @@ class PerHead(Pattern):
 def per_head(patterns: Sequence[Pattern]) -> Pattern:
     """A pattern whose head ``h`` uses ``patterns[h % len(patterns)]``; needs ``n_heads == len(patterns)``."""
     return PerHead(patterns)
+
+
+class NamedPattern(Pattern):
+    """A composed pattern shown under a readable constructor name (``strided``, ``longformer``, ...):
+    every question is answered by ``inner``; only the repr differs."""
+
+    def __init__(self, inner: Pattern, name: str, params: dict):
+        self.inner, self.name, self.params = inner, name, params
+        self.n_heads = inner.n_heads
+
+    def _mask(self, h, i, j):
+        return self.inner.mask_mod(0, h, i, j)
+
+    def _check_lengths(self, n_q, n_k):
+        self.inner._check_lengths(n_q, n_k)
+
+    def _prepare(self, h, n_q, n_k):
+        return self.inner._prepare(h, n_q, n_k)
+
+    def _classify(self, ctx, h, r0, r1, c0, c1, n_q, n_k):
+        return self.inner._classify(ctx, h, r0, r1, c0, c1, n_q, n_k)
+
+    def _tile_keys(self, ctx, h, r0, c0, n_q, n_k, B):
+        return self.inner._tile_keys(ctx, h, r0, c0, n_q, n_k, B)
+
+    def _tiles(self, ctx, h, r0, c0, n_q, n_k, B):
+        return self.inner._tiles(ctx, h, r0, c0, n_q, n_k, B)
+
+    def _name(self):
+        return self.name
+
+    def _params(self):
+        return self.params
 
 
 # ---------------------------------------------------------------------------- dense and causal

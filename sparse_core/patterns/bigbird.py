@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BlockTablePattern, Pattern, _ceil_div, check_int
+from .base import BlockTablePattern, Pattern, check_int
+from .layout import ceil_div
 
 
 def sample_plan(n_blocks: int, num_random_blocks: int, num_global_blocks: int = 1, window_blocks: int = 3,
@@ -49,7 +50,7 @@ class BigBird(BlockTablePattern):
         g = check_int("num_global_blocks", num_global_blocks, 0)
         w = check_int("window_blocks", window_blocks, 1)
         heads = check_int("n_heads", n_heads, 1)
-        nb = _ceil_div(self.seq_len, self.block_size)
+        nb = ceil_div(self.seq_len, self.block_size)
         if 2 * g > nb:
             raise ValueError(f"`num_global_blocks`={g} needs at least {2 * g} blocks, the sequence has {nb}")
         if plan is None:

@@ -138,6 +138,14 @@ def _global_spans(global_block_indices, global_block_end_indices, nb: int) -> tu
 
 # ---------------------------------------------------------------------------- shared pieces
 
+def _pattern(name: str, heads: int, seq_len: int, block: int, per_head: bool,
+             one_head: Callable[[int], np.ndarray], **params) -> "DeepSpeedPattern":
+    """The DeepSpeed pattern ``name`` from its head tables; ``params`` (after the four every
+    config shares) are what its repr shows."""
+    return DeepSpeedPattern(name, _build(heads, per_head, one_head), block, {
+        "num_heads": heads, "seq_len": seq_len, "block": block, "different_layout_per_head": per_head, **params})
+
+
 def _build(num_heads: int, per_head: bool, one_head: Callable[[int], np.ndarray]) -> np.ndarray:
     """Stack head tables; without ``per_head`` head 0 is computed once and copied to all heads."""
     if per_head:
@@ -226,11 +234,9 @@ def deepspeed_fixed(num_heads: int, seq_len: int, block: int = 16, different_lay
                 t[cols, :] = True
         return t
 
-    table = _build(heads, per_head, one_head)
-    return DeepSpeedPattern("fixed", table, block, {
-        "num_heads": heads, "seq_len": seq_len, "block": block, "different_layout_per_head": per_head,
-        "num_local_blocks": L, "num_global_blocks": G, "attention": attention,
-        "horizontal_global_attention": horizontal, "num_different_global_patterns": P})
+    return _pattern("fixed", heads, seq_len, block, per_head, one_head,
+                    num_local_blocks=L, num_global_blocks=G, attention=attention,
+                    horizontal_global_attention=horizontal, num_different_global_patterns=P)
 
 
 def deepspeed_variable(num_heads: int, seq_len: int, block: int = 16, different_layout_per_head: bool = False,
@@ -270,12 +276,10 @@ def deepspeed_variable(num_heads: int, seq_len: int, block: int = 16, different_
         _set_globals(t, starts, ends, rows_from_start=uni, horizontal=horizontal)
         return t
 
-    table = _build(heads, per_head, one_head)
-    return DeepSpeedPattern("variable", table, block, {
-        "num_heads": heads, "seq_len": seq_len, "block": block, "different_layout_per_head": per_head,
-        "num_random_blocks": r, "local_window_blocks": sizes, "global_block_indices": starts,
-        "global_block_end_indices": ends, "attention": attention,
-        "horizontal_global_attention": horizontal, "seed": seed})
+    return _pattern("variable", heads, seq_len, block, per_head, one_head,
+                    num_random_blocks=r, local_window_blocks=sizes, global_block_indices=starts,
+                    global_block_end_indices=ends, attention=attention,
+                    horizontal_global_attention=horizontal, seed=seed)
 
 
 def deepspeed_bigbird(num_heads: int, seq_len: int, block: int = 16, different_layout_per_head: bool = False,
@@ -307,11 +311,9 @@ def deepspeed_bigbird(num_heads: int, seq_len: int, block: int = 16, different_l
         t |= fixed_part
         return np.tril(t) if uni else t
 
-    table = _build(heads, per_head, one_head)
-    return DeepSpeedPattern("bigbird", table, block, {
-        "num_heads": heads, "seq_len": seq_len, "block": block, "different_layout_per_head": per_head,
-        "num_random_blocks": r, "num_sliding_window_blocks": W, "num_global_blocks": G,
-        "attention": attention, "seed": seed})
+    return _pattern("bigbird", heads, seq_len, block, per_head, one_head,
+                    num_random_blocks=r, num_sliding_window_blocks=W, num_global_blocks=G,
+                    attention=attention, seed=seed)
 
 
 def deepspeed_bslongformer(num_heads: int, seq_len: int, block: int = 16, different_layout_per_head: bool = False,
@@ -329,11 +331,9 @@ def deepspeed_bslongformer(num_heads: int, seq_len: int, block: int = 16, differ
     _set_globals(t, starts, ends, rows_from_start=False, horizontal=True)
     if uni:
         t = np.tril(t)
-    table = _build(heads, per_head, lambda h: t)
-    return DeepSpeedPattern("bslongformer", table, block, {
-        "num_heads": heads, "seq_len": seq_len, "block": block, "different_layout_per_head": per_head,
-        "num_sliding_window_blocks": W, "global_block_indices": starts,
-        "global_block_end_indices": ends, "attention": attention})
+    return _pattern("bslongformer", heads, seq_len, block, per_head, lambda h: t,
+                    num_sliding_window_blocks=W, global_block_indices=starts,
+                    global_block_end_indices=ends, attention=attention)
 
 
 def _check_seed(seed: Any) -> int:

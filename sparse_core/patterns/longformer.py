@@ -2,10 +2,9 @@ r"""Longformer (Beltagy et al., 2020): a sliding window plus global tokens,
 :math:`|i - j| \le w` or :math:`i \in G` or :math:`j \in G`."""
 from __future__ import annotations
 
-from .base import Pattern, union
+from .base import NamedPattern, Pattern, union
 from .global_tokens import global_tokens
 from .local import sliding_window
-from .strided import _Named
 
 
 def longformer(window: int, global_indices=(0,), causal: bool = False) -> Pattern:
@@ -17,4 +16,4 @@ def longformer(window: int, global_indices=(0,), causal: bool = False) -> Patter
     inner = union(sliding_window(window), glob)
     if causal:
         inner = inner.restrict_causal()
-    return _Named(inner, "longformer", {"window": window, "global_indices": glob.indices.tolist(), "causal": causal})
+    return NamedPattern(inner, "longformer", {"window": window, "global_indices": glob.indices.tolist(), "causal": causal})

@@ -34,15 +34,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import EMPTY, FULL, PARTIAL, Pattern, check_int
+from .graph import (MAX_DENSE_N, MAX_FIELD_N, check_length, check_pattern, connected_fraction, hops, pattern_heads,
+                    reach, receptive_field, schedule)
 from .layout import BlockLayout
 
 __all__ = ["plot_mask", "plot_layout", "reach", "hops", "receptive_field", "plot_reach", "plot_hops",
            "MAX_DENSE_N"]
 
-#: largest sequence length for which a dense ``n x n`` picture or graph computation is allowed
-MAX_DENSE_N = 4096
-#: largest sequence length for :func:`receptive_field` of a single pattern (evaluated row by row)
-MAX_FIELD_N = 16384
 #: largest block grid (per side) :func:`plot_layout` draws
 MAX_BLOCKS = 4096
 #: token overlay inside partial blocks is drawn by default up to this many tokens per side
@@ -52,52 +50,9 @@ FULL_COLOR = "#1f4e79"
 PARTIAL_COLOR = "#9ecae1"
 SKIP_COLOR = "#ffffff"
 
-_BIT_STEP_BUDGET = 1 << 22  # uint64 words gathered at once in a bit-parallel propagation step
 
 
 # ---------------------------------------------------------------------------- argument checks
-
-def _check_pattern(pattern: Any, name: str = "pattern") -> Pattern:
-    if not isinstance(pattern, Pattern):
-        raise ValueError(f"`{name}` must be a Pattern (e.g. sparse_core.patterns.sliding_window(4)), "
-                         f"got {type(pattern).__name__}")
-    return pattern
-
-
-def _schedule(pattern: Any) -> tuple[Pattern, ...]:
-    """A Pattern, or a non-empty list of Patterns (layer l uses item (l - 1) % len), as a tuple."""
-    if isinstance(pattern, Pattern):
-        return (pattern,)
-    if isinstance(pattern, (list, tuple)) and pattern:
-        return tuple(_check_pattern(p, "pattern (schedule item)") for p in pattern)
-    raise ValueError("`pattern` must be a Pattern or a non-empty list of Patterns (a per-layer schedule), "
-                     f"got {pattern!r}")
-
-
-def _check_n(name: str, n: Any, limit: int, what: str) -> int:
-    n = check_int(name, n, 1)
-    if n > limit:
-        raise ValueError(f"`{name}`={n} is too large for {what} (at most {limit}: it needs {n} x {n} "
-                         "arrays); use plot_layout / to_layout for long sequences")
-    return n
-
-
-def _heads(pattern: Pattern, head: Any, n_heads: Any) -> tuple[int, list[int]]:
-    """(number of heads to build, heads to use). ``head="all"`` uses every head."""
-    H = n_heads if n_heads is not None else (pattern.n_heads or 1)
-    H = pattern._check_heads(H)
-    if isinstance(head, str):
-        if head != "all":
-            raise ValueError(f"`head` must be a head index or \"all\", got {head!r}")
-        return H, list(range(H))
-    if isinstance(head, bool) or not isinstance(head, numbers.Integral):
-        raise ValueError(f"`head` must be a head index or \"all\", got {head!r}")
-    if not 0 <= head < H:
-        hint = "" if pattern.n_heads else " (pass n_heads=... to look at other heads of a pattern that takes any number)"
-        raise ValueError(f"`head`={head} is out of range: the pattern has {H} head(s), valid heads are "
-                         f"0..{H - 1}{hint}")
-    return H, [int(head)]
-
 
 def _wrap(text: str, width: int = 60) -> str:
     """Long reprs on several title lines."""
@@ -133,10 +88,10 @@ def plot_mask(pattern: Pattern, n: int, n_k: int | None = None, head: int = 0, n
     heads the pattern is built for; ``head`` must be below it. Sizes above :data:`MAX_DENSE_N`
     raise ValueError.
     """
-    _check_pattern(pattern)
-    n_q = _check_n("n", n, MAX_DENSE_N, "a dense mask plot")
-    n_k = n_q if n_k is None else _check_n("n_k", n_k, MAX_DENSE_N, "a dense mask plot")
-    H, heads = _heads(pattern, head, n_heads)
+    check_pattern(pattern)
+    n_q = check_length("n", n, MAX_DENSE_N, "a dense mask plot")
+    n_k = n_q if n_k is None else check_length("n_k", n_k, MAX_DENSE_N, "a dense mask plot")
+    H, heads = pattern_heads(pattern, head, n_heads)
     mask = pattern.to_dense(n_q, n_k, H)[heads].any(axis=0)
     ax = _new_axes(ax)
     ax.imshow(mask, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
@@ -158,7 +113,7 @@ def plot_layout(layout_or_pattern, n: int | None = None, block_size: int | None 
     Pass a :class:`BlockLayout`, or a pattern with ``n`` (queries; ``n_k`` keys, default ``n``)
     and ``block_size``. Inside partial blocks the token mask is drawn faintly when
     ``show_tokens`` is True, or when "auto" and both lengths are at most
-    :data:`AUTO_TOKEN_OVERLAY_N` (it needs the layout's pattern). The title gives the block
+    :data:`AUTO_TOKEN_OVERLAY_N` (a layout carries its token masks). The title gives the block
     density and, when it is cheap to count, the token density of that head.
     """
     if isinstance(layout_or_pattern, BlockLayout):
@@ -169,7 +124,7 @@ def plot_layout(layout_or_pattern, n: int | None = None, block_size: int | None 
             if value is not None and value != actual:
                 raise ValueError(f"`{name}`={value!r} conflicts with the layout's {name}={actual} "
                                  "(leave it out when passing a BlockLayout)")
-        pattern = layout.pattern
+        pattern = None  # a layout keeps no pattern: its label names it, its tiles give the tokens
         H = layout.n_heads
         if isinstance(head, bool) or not isinstance(head, numbers.Integral) or not 0 <= head < H:
             raise ValueError(f"`head` must be an integer in 0..{H - 1} for this layout of {H} head(s), got {head!r}")
@@ -185,7 +140,7 @@ def plot_layout(layout_or_pattern, n: int | None = None, block_size: int | None 
             if -(-length // B) > MAX_BLOCKS:
                 raise ValueError(f"`{name}`={length} with block_size={B} gives more than {MAX_BLOCKS} blocks "
                                  "per side: too many to draw; use a larger block_size")
-        H, heads = _heads(pattern, head, n_heads)
+        H, heads = pattern_heads(pattern, head, n_heads)
         if isinstance(head, str):
             raise ValueError("plot_layout shows one head: pass an integer `head`")
         head = heads[0]
@@ -206,16 +161,14 @@ def plot_layout(layout_or_pattern, n: int | None = None, block_size: int | None 
     n_skip = int((bm == EMPTY).sum())
 
     if show_tokens == "auto":
-        show_tokens = max(n_q, n_kk) <= AUTO_TOKEN_OVERLAY_N and pattern is not None and n_partial > 0
+        show_tokens = max(n_q, n_kk) <= AUTO_TOKEN_OVERLAY_N and n_partial > 0
     elif not isinstance(show_tokens, bool):
         raise ValueError(f"`show_tokens` must be True, False or \"auto\", got {show_tokens!r}")
     tokens = None
     if show_tokens:
-        if pattern is None:
-            raise ValueError("show_tokens=True needs the layout's pattern (this layout has none)")
         if max(n_q, n_kk) > MAX_DENSE_N:
             raise ValueError(f"show_tokens=True needs a dense {n_q}x{n_kk} mask: at most {MAX_DENSE_N} per side")
-        tokens = pattern.to_dense(n_q, n_kk, layout.n_heads)[head]
+        tokens = layout.to_dense()[head]
 
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -252,13 +205,14 @@ def plot_layout(layout_or_pattern, n: int | None = None, block_size: int | None 
         density = _head_density(layout, head, bm, tokens)
         if density is not None:
             line += f", {100 * density:.1f}% of pairs"
-        title = (_wrap(repr(pattern)) + "\n" if pattern is not None else "") + line
+        name = repr(pattern) if pattern is not None else layout.label
+        title = (_wrap(name) + "\n" if name else "") + line
     ax.set_title(title, fontsize="medium")
     return ax
 
 
 def _head_density(layout: BlockLayout, head: int, bm: np.ndarray, tokens) -> float | None:
-    """Allowed pairs / all pairs of one head, when it can be counted cheaply (else None)."""
+    """Allowed pairs / all pairs of one head (exact: full blocks plus the bits of partial tiles)."""
     n_q, n_k, B = layout.n_q, layout.n_k, layout.block_size
     if tokens is not None:
         return float(tokens.mean())
@@ -266,182 +220,12 @@ def _head_density(layout: BlockLayout, head: int, bm: np.ndarray, tokens) -> flo
     cols = np.minimum((np.arange(layout.n_kb) + 1) * B, n_k) - np.arange(layout.n_kb) * B
     area = rows[:, None] * cols[None, :]
     kept = int(area[bm == FULL].sum())
-    partial = bm == PARTIAL
-    if partial.any():
-        if layout.pattern is None or int(area[partial].sum()) > (1 << 26):
-            return None
-        qb, kb = np.nonzero(partial)
-        kept += int(layout.pattern._count_in_blocks(np.full(qb.shape, head), qb, kb, n_q, n_k, B).sum())
+    tiles = layout.tile_of[(layout.block_heads() == head) & ~layout.full]
+    kept += int(np.bitwise_count(layout.tile_bits[tiles]).sum(dtype=np.int64))
     return kept / (n_q * n_k)
 
 
 # ---------------------------------------------------------------------------- the attention graph
-
-def _adjacency(pattern: Pattern, n: int, head: Any, n_heads: Any) -> np.ndarray:
-    """``A = mask | I`` of one head (or the union of all heads for ``head="all"``), bool [n, n]."""
-    H, heads = _heads(pattern, head, n_heads)
-    dense = pattern.to_dense(n, n, H)
-    A = dense[heads[0]] if len(heads) == 1 else dense[heads].any(axis=0)
-    A = np.array(A, dtype=bool, copy=True)
-    np.fill_diagonal(A, True)
-    return A
-
-
-def _pack(b: np.ndarray) -> np.ndarray:
-    """bool [n, m] -> uint64 [n, ceil(m / 64)], bit c % 64 of word c // 64 = column c."""
-    n, m = b.shape
-    W = -(-m // 64)
-    padded = np.zeros((n, W * 64), dtype=bool)
-    padded[:, :m] = b
-    return np.packbits(padded, axis=1, bitorder="little").view(np.uint64)
-
-
-def _unpack(words: np.ndarray, m: int) -> np.ndarray:
-    return np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")[:, :m].astype(bool)
-
-
-class _Step:
-    """One layer ``R -> A o R`` (boolean product) on bit-packed rows.
-
-    Sparse adjacencies OR together the packed rows of each query's neighbours (cost ~ nnz(A) *
-    n / 64 word operations); dense ones use a float32 matrix product thresholded at 0.5.
-    """
-
-    def __init__(self, A: np.ndarray):
-        n = A.shape[0]
-        self.n = n
-        self.W = -(-n // 64)
-        nnz = int(A.sum())
-        self.sparse = nnz * 8 <= n * n
-        if self.sparse:
-            rows, cols = np.nonzero(A)  # every row has its diagonal, so no row is empty
-            self.indices = cols
-            self.indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
-            budget = max(1, _BIT_STEP_BUDGET // self.W)
-            self.chunks = []
-            r0 = 0
-            while r0 < n:
-                r1 = int(np.searchsorted(self.indptr, self.indptr[r0] + budget, side="right")) - 1
-                r1 = min(n, max(r1, r0 + 1))
-                self.chunks.append((r0, r1, int(self.indptr[r0]), int(self.indptr[r1])))
-                r0 = r1
-        else:
-            import torch
-
-            self.matrix = torch.from_numpy(A.astype(np.float32))
-
-    def __call__(self, R: np.ndarray) -> np.ndarray:
-        if self.sparse:
-            out = np.empty_like(R)
-            for r0, r1, s0, s1 in self.chunks:
-                out[r0:r1] = np.bitwise_or.reduceat(R[self.indices[s0:s1]], self.indptr[r0:r1] - s0, axis=0)
-            return out
-        import torch
-
-        dense = torch.from_numpy(_unpack(R, self.n).astype(np.float32))
-        return _pack((self.matrix @ dense).numpy() > 0.5)
-
-
-def _hops(patterns: tuple[Pattern, ...], n: int, head: Any, n_heads: Any, max_layers: int | None) -> np.ndarray:
-    steps = [_Step(_adjacency(p, n, head, n_heads)) for p in patterns]
-    out = np.full((n, n), -1, dtype=np.int32)
-    np.fill_diagonal(out, 0)
-    R = _pack(np.eye(n, dtype=bool))
-    reached = n
-    quiet = 0  # consecutive layers that changed nothing; len(steps) of them = fixed point
-    layer = 0
-    limit = max_layers if max_layers is not None else None
-    while (limit is None or layer < limit) and reached < n * n:
-        new = steps[layer % len(steps)](R)
-        layer += 1
-        changed = new & ~R
-        r, c = np.nonzero(changed)
-        if r.size == 0:
-            quiet += 1
-            if quiet >= len(steps):
-                break
-            continue
-        quiet = 0
-        bits = np.unpackbits(changed[r, c].view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-        k, b = np.nonzero(bits)
-        out[r[k], c[k] * 64 + b] = layer
-        reached += k.size
-        R = new
-    return out
-
-
-def hops(pattern, n: int, head: int | str = 0, max_layers: int | None = None, n_heads: int | None = None) -> np.ndarray:
-    """int32 ``[n, n]``: the fewest layers after which information from ``j`` can reach ``i``.
-
-    0 on the diagonal, -1 when ``j`` never reaches ``i`` (within ``max_layers`` layers if given,
-    otherwise until nothing changes any more). ``head`` picks one head of the pattern, or "all"
-    for the union of its heads in every layer; ``pattern`` may be a per-layer schedule (a list).
-    Bit-parallel: ``n = 1024`` with a window of 1 (1023 layers) takes well under a second.
-    """
-    patterns = _schedule(pattern)
-    n = _check_n("n", n, MAX_DENSE_N, "the dense attention graph")
-    if max_layers is not None:
-        max_layers = check_int("max_layers", max_layers, 0)
-    return _hops(patterns, n, head, n_heads, max_layers)
-
-
-def reach(pattern, n: int, layers: int, head: int | str = 0, n_heads: int | None = None) -> np.ndarray:
-    """bool ``[n, n]``: ``R_L[i, j]`` = information from token ``j`` can reach position ``i``
-    within ``layers`` layers (attention + residual, ``R_L = (mask | I)^L``)."""
-    layers = check_int("layers", layers, 0)
-    return hops(pattern, n, head, max_layers=layers, n_heads=n_heads) >= 0
-
-
-def receptive_field(pattern, n: int, layers: int, position: int | None = None, head: int | str = 0,
-                    n_heads: int | None = None) -> np.ndarray:
-    """int64 ``[layers]``: how many tokens (itself included) can reach ``position`` (default the
-    last token) after ``L = 1 .. layers`` layers.
-
-    A single pattern is explored row by row from ``position`` (backwards along the attention
-    graph, evaluating only the rows it needs), so ``n`` may go up to :data:`MAX_FIELD_N`; a
-    schedule goes through :func:`hops` (``n`` up to :data:`MAX_DENSE_N`).
-    """
-    patterns = _schedule(pattern)
-    layers = check_int("layers", layers, 1)
-    limit = MAX_FIELD_N if len(patterns) == 1 else MAX_DENSE_N
-    n = _check_n("n", n, limit, "receptive_field")
-    position = n - 1 if position is None else check_int("position", position, 0)
-    if position >= n:
-        raise ValueError(f"`position`={position} is out of range for n={n}")
-    if len(patterns) > 1:
-        row = hops(patterns, n, head, max_layers=layers, n_heads=n_heads)[position]
-        counts = np.bincount(row[row >= 0], minlength=layers + 1)
-        return np.cumsum(counts)[1:layers + 1].astype(np.int64)
-    p = patterns[0]
-    H, heads = _heads(p, head, n_heads)
-    p._check_lengths(n, n)
-    keys = np.arange(n, dtype=np.int64)[None, :]
-    seen = np.zeros(n, dtype=bool)
-    seen[position] = True
-    frontier = np.array([position], dtype=np.int64)
-    rows_per_chunk = max(1, (1 << 22) // n)
-    out = np.zeros(layers, dtype=np.int64)
-    for L in range(layers):
-        nxt = np.zeros(n, dtype=bool)
-        for s in range(0, frontier.size, rows_per_chunk):
-            q = frontier[s:s + rows_per_chunk, None]
-            for h in heads:
-                nxt |= np.asarray(p.mask_mod(0, h, q, keys), dtype=bool).any(axis=0)
-        nxt &= ~seen
-        seen |= nxt
-        out[L] = int(seen.sum())
-        frontier = np.nonzero(nxt)[0]
-        if frontier.size == 0:
-            out[L + 1:] = out[L]
-            break
-    return out
-
-
-def _connected_fraction(patterns, n, max_layers, head, n_heads) -> np.ndarray:
-    h = _hops(patterns, n, head, n_heads, max_layers)
-    counts = np.bincount(h[h >= 0].ravel(), minlength=max_layers + 1)[:max_layers + 1]
-    return np.cumsum(counts) / float(n * n)
-
 
 def _label(item) -> str:
     if isinstance(item, Pattern):
@@ -463,17 +247,17 @@ def plot_reach(pattern_or_list, n: int, max_layers: int, ax=None, labels: Sequen
     if isinstance(pattern_or_list, Pattern):
         items = [pattern_or_list]
     elif isinstance(pattern_or_list, (list, tuple)) and pattern_or_list:
-        items = [p if isinstance(p, Pattern) else _schedule(p) for p in pattern_or_list]
+        items = [p if isinstance(p, Pattern) else schedule(p) for p in pattern_or_list]
     else:
         raise ValueError("`pattern_or_list` must be a Pattern or a non-empty list of Patterns "
                          f"(or of per-layer schedules), got {pattern_or_list!r}")
-    n = _check_n("n", n, MAX_DENSE_N, "plot_reach")
+    n = check_length("n", n, MAX_DENSE_N, "plot_reach")
     max_layers = check_int("max_layers", max_layers, 1)
     if labels is None:
         labels = [_label(p) for p in items]
     elif len(labels) != len(items):
         raise ValueError(f"`labels` has {len(labels)} entries for {len(items)} patterns")
-    fractions = [_connected_fraction(_schedule(item), n, max_layers, head, n_heads) for item in items]
+    fractions = [connected_fraction(schedule(item), n, max_layers, head, n_heads) for item in items]
     ax = _new_axes(ax, figsize=(6.5, 4.5))
     L = np.arange(max_layers + 1)
     for frac, label in zip(fractions, labels):
@@ -518,7 +302,7 @@ def plot_hops(pattern, n: int, head: int | str = 0, max_layers: int | None = Non
     _index_ticks(ax, n, n)
     if title is None:
         never = int((h < 0).sum())
-        title = f"{_wrap('hops: ' + _label(pattern if isinstance(pattern, Pattern) else _schedule(pattern)))}\n" \
+        title = f"{_wrap('hops: ' + _label(pattern if isinstance(pattern, Pattern) else schedule(pattern)))}\n" \
                 f"n={n}, at most {int(h.max())} layers, {never} pairs never connected"
     ax.set_title(title, fontsize="medium")
     return ax

@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from .base import DiagonalPattern, Pattern, PartitionPattern, RowColPattern, check_int, causal, intersection, \
+from .base import DiagonalPattern, NamedPattern, Pattern, PartitionPattern, RowColPattern, check_int, causal, intersection, \
     lookup, per_head, union
 
 
@@ -73,35 +73,6 @@ class _Summary(RowColPattern):
         return {"stride": self.stride, "c": self.c, "num_patterns": self.num_patterns}
 
 
-class _Named(Pattern):
-    """Wraps a composed pattern under a readable constructor name."""
-
-    def __init__(self, inner: Pattern, name: str, params: dict):
-        self.inner, self.name, self.params = inner, name, params
-        self.n_heads = inner.n_heads
-
-    def _mask(self, h, i, j):
-        return self.inner.mask_mod(0, h, i, j)
-
-    def _check_lengths(self, n_q, n_k):
-        self.inner._check_lengths(n_q, n_k)
-
-    def _prepare(self, h, n_q, n_k):
-        return self.inner._prepare(h, n_q, n_k)
-
-    def _classify(self, ctx, h, r0, r1, c0, c1, n_q, n_k):
-        return self.inner._classify(ctx, h, r0, r1, c0, c1, n_q, n_k)
-
-    def _count_in_blocks(self, *args):
-        return self.inner._count_in_blocks(*args)
-
-    def _name(self):
-        return self.name
-
-    def _params(self):
-        return self.params
-
-
 def strided(stride: int, causal: bool = True, factorized: bool = False) -> Pattern:
     """Sparse Transformer strided pattern with stride ``stride`` (see module docstring).
 
@@ -110,7 +81,7 @@ def strided(stride: int, causal: bool = True, factorized: bool = False) -> Patte
     stride = check_int("stride", stride, 1)
     local, every = _StridedLocal(stride, causal), _StridedColumns(stride, causal)
     inner = per_head([local, every]) if factorized else union(local, every)
-    return _Named(inner, "strided", {"stride": stride, "causal": causal, "factorized": factorized})
+    return NamedPattern(inner, "strided", {"stride": stride, "causal": causal, "factorized": factorized})
 
 
 def fixed(stride: int, c: int = 1, causal: bool = True, num_patterns: int = 1, factorized: bool = False) -> Pattern:
@@ -133,7 +104,7 @@ def fixed(stride: int, c: int = 1, causal: bool = True, num_patterns: int = 1, f
         inner = union(window, summary)
     if causal:
         inner = intersection(inner, _causal())
-    return _Named(inner, "fixed", {"stride": stride, "c": c, "causal": causal, "num_patterns": num_patterns,
+    return NamedPattern(inner, "fixed", {"stride": stride, "c": c, "causal": causal, "num_patterns": num_patterns,
                                    "factorized": factorized})
 
 
