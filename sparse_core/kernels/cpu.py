@@ -307,7 +307,7 @@ def _flat3(x: np.ndarray) -> np.ndarray:
 
 def run_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """``(out, lse)`` of the forward kernel on numpy ``[..., n, d]`` arrays (checked by the caller):
-    pads them to whole blocks, lays them out tile by tile and runs :func:`forward`. Defined in Chapter 4."""
+    pads them to whole blocks, lays them out tile by tile and runs :func:`forward`. The kernels it runs are defined in Chapter 4."""
     t = kernel_tables(layout)
     B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
     lead = q.shape[:-2]
@@ -328,7 +328,7 @@ def run_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout, scale: floa
 def run_backward(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray, lse: np.ndarray, dout: np.ndarray,
                  layout, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(dq, dk, dv)``: the gradients of ``sum(out * dout)`` from the backward kernels
-    (:func:`backward_dkdv`, :func:`backward_dq`). Defined in Chapter 4."""
+    (:func:`backward_dkdv`, :func:`backward_dq`). The kernels it runs are defined in Chapter 4."""
     t = kernel_tables(layout)
     B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
     shape_q, shape_k, shape_v = q.shape, k.shape, v.shape

@@ -15,7 +15,7 @@ __all__ = ["check_inputs"]
 def check_inputs(q: Any, k: Any, v: Any, layout: BlockLayout) -> str:
     """Check the inputs of :func:`~sparse_core.attention.ops.block_sparse_attention` and return their
     backend (``"numpy"`` or ``"torch"``); raise a one-line ``TypeError``/``ValueError`` naming the
-    argument otherwise. Defined in Chapter 4."""
+    argument otherwise. Chapter 4 calls the kernels it guards."""
     backend = V.backend_of(q=q, k=k, v=v)
     if not isinstance(layout, BlockLayout):
         raise TypeError(f"`layout` must be a BlockLayout (pattern.to_layout(...)), got {type(layout).__name__}")

@@ -62,7 +62,7 @@ def kernel_tables(layout: BlockLayout) -> dict:
 def device_tables(layout: BlockLayout, device: Any, to_device=None) -> dict:
     """:func:`kernel_tables` copied to ``device``, cached per (layout, device).
 
-    Defined in Chapter 4b. ``to_device(array, device)`` makes one copy; the default makes a
+    Chapter 4b uses these device copies. ``to_device(array, device)`` makes one copy; the default makes a
     torch tensor on ``device`` (``torch.from_numpy(a).to(device)``).
     """
     per_device = _DEVICE.get(layout)

@@ -306,7 +306,7 @@ class BlockLayout:
                         pattern: Any = None, *, tiles: Any = None) -> "BlockLayout":
         """Build from a ``[n_heads, n_qb, n_kb]`` array: 0 skip, 1 partial, 2 full (bool: True = full).
 
-        Defined in Chapter 4. Partial blocks need their token masks: ``tiles`` (bool
+        Chapter 4 builds layouts from patterns; this builds one from a block array. Partial blocks need their token masks: ``tiles`` (bool
         ``[n_partial, block_size, block_size]``, in the order of the partial blocks by head,
         query block, key block) or ``pattern`` (anything with a ``mask_mod``; evaluated once).
         """
