@@ -7,4 +7,5 @@ bash scripts/setup.sh
 # Notebooks choose their own (inline) matplotlib backend; do not force one here.
 export PYDEVD_DISABLE_FILE_VALIDATION=1
 .venv/bin/jupyter-book build . -W -n --keep-going "$@"
-echo "book: open _build/html/index.html"
+echo "book: open _build/html/index.html (works offline); check every page in a browser with:"
+echo "  .venv/bin/python -m pytest tests/test_book_browser.py   (needs chromium: apt-get install chromium)"

@@ -1,5 +1,7 @@
 """The grade command: points table, wrong answers, errors, timeouts and crashes never stop it."""
+import io
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -41,7 +43,9 @@ def _student(tmp_path: Path) -> Path:
 
 
 def test_grading_survives_wrong_answers_errors_timeouts_and_crashes(tmp_path):
-    report = run_grading(impl=str(_student(tmp_path)), root=ROOT, only="1", timeout=2, grace=2)  # chapter 1 only
+    live = io.StringIO()
+    report = run_grading(impl=str(_student(tmp_path)), root=ROOT, only="1", timeout=2, grace=2,  # chapter 1 only
+                         progress=live)
     by_ex = {}
     for r in report.results:
         by_ex.setdefault(r.exercise, []).append(r)
@@ -60,6 +64,16 @@ def test_grading_survives_wrong_answers_errors_timeouts_and_crashes(tmp_path):
     assert "Total: 4 / 21 points" in text
     for word in ("wrong answer", "timed out", "crashed", "raised an error", "yours", "expected"):
         assert word in text
+    # while it ran: one line per check, naming the exercise and the check, its status and seconds
+    lines = live.getvalue().splitlines()
+    assert len(lines) == len(report.results), live.getvalue()
+    for r in report.results:
+        word = {"passed": "ok", "wrong": "wrong answer", "error": "raised an error", "timeout": "timed out",
+                "crashed": "crashed"}[r.status]
+        assert any(ln.split()[0] == r.exercise and (r.check or r.nodeid)[:40] in ln
+                   and re.search(re.escape(word) + r" \(\d+\.\d s\)$", ln) for ln in lines), (r, lines)
+    hung = [ln for ln in lines if "timed out" in ln]
+    assert hung and all(float(re.search(r"\((\d+\.\d) s\)", ln).group(1)) >= 2 for ln in hung)
 
 
 def test_grade_cli_on_solutions_full_marks_and_json(tmp_path, capsys):

@@ -86,6 +86,36 @@ def _read_events(path: Path, offset: int) -> tuple[list[dict], int]:
     return events, offset + len(complete) + 1
 
 
+class Progress:
+    """Prints one line per check while grading runs: exercise, check, then its status and seconds.
+
+    The line is started when the check starts, so a check that hangs shows which one it is at
+    once; it is finished when the result comes (``ok (0.3 s)``, ``timed out (75.0 s)``).
+    """
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.open = False
+
+    def start(self, r: TestResult) -> None:
+        self._close_open_line()
+        self.out.write(f"  {r.exercise:<7}{(r.check or r.nodeid)[:48]:<50}")
+        self.out.flush()
+        self.open = True
+
+    def finish(self, r: TestResult, seconds: float) -> None:
+        if not self.open:  # a result without a start line (a crash before the start event)
+            self.out.write(f"  {r.exercise:<7}{(r.check or r.nodeid)[:48]:<50}")
+        self.out.write(f"{STATUS_WORDS.get(r.status, r.status)} ({seconds:.1f} s)\n")
+        self.out.flush()
+        self.open = False
+
+    def _close_open_line(self) -> None:
+        if self.open:
+            self.out.write("\n")
+            self.open = False
+
+
 def _kill(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -100,8 +130,13 @@ def run_grading(
     only: str | None = None,
     timeout: float = 60.0,
     grace: float = 15.0,
+    progress: TextIO | None = None,
 ) -> GradeReport:
-    """Run the graded tests and collect one :class:`TestResult` per test."""
+    """Run the graded tests and collect one :class:`TestResult` per test.
+
+    With ``progress`` (a text stream), a line per check is written there as it runs
+    (:class:`Progress`)."""
+    live = Progress(progress) if progress is not None else None
     root = _impl.repo_root(Path(root) if root else None)
     folder = _impl.resolve_impl(impl, root)
     report = GradeReport(impl=str(folder))
@@ -141,9 +176,14 @@ def run_grading(
                             results.setdefault(nid, TestResult(nid, ev["exercise"], ev["points"], ev.get("check", "")))
                         elif ev["event"] == "start":
                             running = (nid, time.monotonic())
+                            if live and nid in results:
+                                live.start(results[nid])
                         elif ev["event"] == "result":
                             r = results.setdefault(nid, TestResult(nid, ev["exercise"], ev["points"]))
                             r.status, r.message, r.duration = ev["status"], ev["message"], ev.get("duration", 0.0)
+                            if live:
+                                live.finish(r, time.monotonic() - running[1] if running and running[0] == nid
+                                            else r.duration)
                             if running and running[0] == nid:
                                 running = None
                     if exited:
@@ -165,6 +205,8 @@ def run_grading(
                     r.status = "crashed"
                     r.message = (f"the test process died (exit code {proc.returncode}) while running this test\n"
                                  + "\n".join("    " + t for t in tail))
+                if live:
+                    live.finish(r, time.monotonic() - running[1])
                 continue  # start a new child for the remaining tests
             remaining = [nid for nid, r in results.items() if r.status == "not run"]
             if proc.returncode not in (0, 1) and not results:
@@ -232,11 +274,14 @@ def format_report(report: GradeReport, verbose: bool = False) -> str:
 
 def main_grade(args, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    print("Running the graded tests, one line per check (exercise, check, result, seconds):", file=out, flush=True)
     try:
-        report = run_grading(impl=args.impl, root=args.root, only=args.only, timeout=args.timeout)
+        report = run_grading(impl=args.impl, root=args.root, only=args.only, timeout=args.timeout,
+                             progress=out)
     except FileNotFoundError as exc:
         print(f"grade: {exc}", file=sys.stderr)
         return 2
+    print(file=out)
     print(format_report(report, verbose=args.verbose), file=out)
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=2))
