@@ -348,7 +348,7 @@ def add_arguments(parser, positive_int) -> None:
                         help="lengths of the density sweep")
     parser.add_argument("--fractions", type=positive_int, nargs="+", default=list(DEFAULT_FRACTIONS),
                         help="window = n / f for each f (about 1/f of the blocks)")
-    parser.add_argument("--batch", type=positive_int, default=1)
+    parser.add_argument("--batch", type=positive_int, default=1, help="sequences in the batch")
     add_attention_arguments(parser, positive_int, rounds=5, out=DEFAULT_OUT)
 
 

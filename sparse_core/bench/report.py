@@ -80,10 +80,10 @@ def write_report(report: dict, out: str | os.PathLike, name: str, plot: Callable
 
 def add_attention_arguments(parser, positive_int, *, rounds: int, out: str) -> None:
     """Options every attention-kernel benchmark takes: shape, timing rounds, output, Flex, quiet."""
-    parser.add_argument("--block-size", type=positive_int, default=128)
-    parser.add_argument("--heads", type=positive_int, default=8)
-    parser.add_argument("--d", type=positive_int, default=64)
+    parser.add_argument("--block-size", type=positive_int, default=128, help="kernel block size")
+    parser.add_argument("--heads", type=positive_int, default=8, help="attention heads")
+    parser.add_argument("--d", type=positive_int, default=64, help="head dimension")
     parser.add_argument("--rounds", type=positive_int, default=rounds, help="interleaved timing rounds")
-    parser.add_argument("--out", default=out)
+    parser.add_argument("--out", default=out, help="folder for the JSON, the plot and the README")
     parser.add_argument("--no-flex", action="store_true", help="skip compiled FlexAttention")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="print only the final line")

@@ -11,8 +11,35 @@ import os
 import shlex
 import sys
 
-__all__ = ["positive_int", "positive_float", "command_line", "fmt_mib", "passive_openmp", "clear_errors",
+__all__ = ["HelpFormatter", "use_help_formatter", "positive_int", "positive_float", "command_line", "fmt_mib", "passive_openmp", "clear_errors",
            "ENGINE_FIELDS", "DISTRIBUTED_HELP", "add_engine_arguments", "is_main_process"]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default after its description (``(default: 8)``), unless the
+    description already says what the default is; descriptions and epilogs keep their line breaks."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default is None or default is False or default == argparse.SUPPRESS or "default" in text.lower()
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = " ".join(str(v) for v in default)
+        elif isinstance(default, str) and default != default.strip():
+            default = repr(default)
+        return f"{text} (default: {str(default).replace('%', '%%')!s})".strip()
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give ``parser`` and every sub-command under it :class:`HelpFormatter`."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                use_help_formatter(child)
+    return parser
 
 
 def positive_float(text: str) -> float:
@@ -95,26 +122,26 @@ folder every machine sees (a shared filesystem): every process reads the checkpo
 """
 
 
-def add_engine_arguments(p, *, seq_len=256, seq_len_help=None, steps=1000, warmup=100, weight_decay=0.1,
+def add_engine_arguments(p, *, seq_len=256, seq_len_help="tokens per training sequence", steps=1000, warmup=100, weight_decay=0.1,
                          eval_interval=100, eval_batches=20, checkpoint_interval=100) -> None:
     """The options of :data:`ENGINE_FIELDS` (and --resume, --no-progress) with the command's defaults."""
     p.add_argument("--seq-len", type=positive_int, default=seq_len, help=seq_len_help)
     p.add_argument("--batch-size", type=positive_int, default=8,
-                   help="global batch: sequences per step over all processes (default 8)")
-    p.add_argument("--steps", type=positive_int, default=steps)
+                   help="global batch: sequences per step over all processes")
+    p.add_argument("--steps", type=positive_int, default=steps, help="optimizer steps in all")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate / peak (cosine)")
     p.add_argument("--warmup", type=int, default=warmup, help="linear warmup steps")
-    p.add_argument("--weight-decay", type=float, default=weight_decay)
+    p.add_argument("--weight-decay", type=float, default=weight_decay, help="AdamW weight decay")
     p.add_argument("--grad-clip", type=positive_float, default=1.0, help="max global gradient norm")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the batches and dropout")
     p.add_argument("--eval-interval", type=positive_int, default=eval_interval, help="validate every N steps")
     p.add_argument("--eval-batches", type=positive_int, default=eval_batches, help="validation batches per evaluation")
     p.add_argument("--checkpoint-interval", type=positive_int, default=checkpoint_interval, help="save every N steps")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch/numba threads per process (default: all)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch/numba threads per process (default: all cores)")
     p.add_argument("--data-dir", default=None, help="folder holding wikitext-2/ (default: see sparse_core.lm.data)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cpu (default), or cuda (under torchrun: the GPU of each process's LOCAL_RANK)")
+                   help="cpu, or cuda (under torchrun: the GPU of each process's LOCAL_RANK)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
 

@@ -23,10 +23,12 @@ ATTENTION_HELP = ("attention: dense (SDPA), local (sliding window), strided (Spa
 
 def add_attention_arguments(p, positive_int, defaults: bool) -> None:
     d = (lambda v: v) if defaults else (lambda v: None)
-    p.add_argument("--attention", choices=ATTENTION_KINDS, default=d("dense"), help=ATTENTION_HELP)
-    p.add_argument("--window", type=positive_int, default=d(128), help="local window (previous positions kept)")
-    p.add_argument("--stride", type=positive_int, default=d(64), help="stride of the strided/fixed patterns")
-    p.add_argument("--block-size", type=positive_int, default=d(64), help="block size of the block-sparse kernel")
+    own = "" if defaults else " (default: the model's own)"
+    p.add_argument("--attention", choices=ATTENTION_KINDS, default=d("dense"), help=ATTENTION_HELP + own)
+    p.add_argument("--window", type=positive_int, default=d(128), help="local window (previous positions kept)" + own)
+    p.add_argument("--stride", type=positive_int, default=d(64), help="stride of the strided/fixed patterns" + own)
+    p.add_argument("--block-size", type=positive_int, default=d(64),
+                   help="block size of the block-sparse kernel" + own)
 
 
 def add_train_arguments(p, positive_int, positive_float) -> None:
@@ -165,9 +167,9 @@ def add_parsers(sub, positive_int, positive_float) -> None:
     e = sub.add_parser("eval", help="validation/test loss and perplexity of a trained or Pythia model",
                        description="Loss and perplexity on a WikiText-2 split, forward tokens/s and peak memory.")
     add_model_source_arguments(e, positive_int)
-    e.add_argument("--split", choices=["valid", "test"], default="valid")
+    e.add_argument("--split", choices=["valid", "test"], default="valid", help="WikiText-2 split to score")
     e.add_argument("--seq-len", type=positive_int, default=None, help="default: the run's (512 for --hf-model)")
-    e.add_argument("--batch-size", type=positive_int, default=8)
+    e.add_argument("--batch-size", type=positive_int, default=8, help="sequences per forward pass")
     e.add_argument("--max-batches", type=positive_int, default=None, help="default: the whole split")
     e.add_argument("--data-dir", default=None, help="folder holding wikitext-2/")
     e.set_defaults(func=clear_errors(cmd_eval))
@@ -176,8 +178,8 @@ def add_parsers(sub, positive_int, positive_float) -> None:
                        description="Sample with temperature / top-k using the key-value cache; reports tokens/s.")
     add_model_source_arguments(g, positive_int)
     g.add_argument("--prompt", default=" = Valkyria Chronicles III = \n", help="text to continue")
-    g.add_argument("--max-new-tokens", type=positive_int, default=100)
-    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    g.add_argument("--top-k", type=positive_int, default=40)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=positive_int, default=100, help="tokens to generate")
+    g.add_argument("--temperature", type=float, default=0.8, help="softmax temperature of sampling; 0 = greedy")
+    g.add_argument("--top-k", type=positive_int, default=40, help="sample among the k most likely tokens")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampler")
     g.set_defaults(func=clear_errors(cmd_generate))

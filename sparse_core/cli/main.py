@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import positive_float, positive_int
+from .common import positive_float, positive_int, use_help_formatter
 
 
 def _cmd_grade(args) -> int:
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose code: exercises (default), solutions, or a folder laid out like exercises/")
     g.add_argument("--chapter", type=positive_int, action="append", help="only this chapter (repeatable)")
     g.add_argument("--exercise", action="append", help="only this exercise, e.g. 1.5 (repeatable)")
-    g.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per graded test (default 60)")
+    g.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per graded test")
     g.add_argument("--verbose", "-v", action="store_true", help="show every failing check, not only the first")
     g.add_argument("--json", metavar="FILE", help="also write per-test results as JSON")
     g.add_argument("--root", default=None, help="the course checkout (default: found from the current folder)")
@@ -102,10 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Analytic cost of dense attention (see sparse_core.attention.cost).")
     c.add_argument("--n", type=positive_int, nargs="+", default=[1024, 4096, 16384, 65536], help="sequence lengths")
     c.add_argument("--d", type=positive_int, default=64, help="head dimension")
-    c.add_argument("--heads", type=positive_int, default=8)
-    c.add_argument("--batch", type=positive_int, default=1)
+    c.add_argument("--heads", type=positive_int, default=8, help="attention heads")
+    c.add_argument("--batch", type=positive_int, default=1, help="sequences in the batch")
     c.add_argument("--bytes", type=positive_int, default=4, help="bytes per element (4 = float32)")
-    c.add_argument("--causal", action="store_true")
+    c.add_argument("--causal", action="store_true", help="count only the causal half of the scores")
     c.set_defaults(func=_cmd_cost)
 
     i = sub.add_parser("info", help="versions, threads and paths")
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .distill import add_parser as add_distill_parser
 
     add_distill_parser(sub, positive_int, positive_float)
-    return parser
+    return use_help_formatter(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
