@@ -18,7 +18,7 @@ busy machine slows every run, and the timings are only comparable within one qui
 
 Checkpoints go to ``--runs`` (default ``results/tmp/case_study_runs/``, not committed).
 
-    python scripts/case_study.py --quick      # about a minute on 2 cores: a smoke test, not a result
+    python scripts/case_study.py --quick      # about a minute on 2 cores: a smoke test, not a result (in results/tmp/case_study_quick/)
     python scripts/case_study.py              # the comparison (hours on a CPU; see --help)
 
 The CPU-sized comparison of the book (Chapter 9; the tiny preset, 6.3M training tokens in all;
@@ -54,8 +54,12 @@ KINDS = ("dense", "local", "strided", "mixed")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, short sequences, few steps (~1 minute)")
-    p.add_argument("--out", default=str(ROOT / "results" / "case_study"))
-    p.add_argument("--runs", default=str(ROOT / "results" / "tmp" / "case_study_runs"))
+    p.add_argument("--out", default=None,
+                   help="folder for summary.json and the rest (default: results/case_study/; with --quick: "
+                        "results/tmp/case_study_quick/, never a folder of committed results)")
+    p.add_argument("--runs", default=None,
+                   help="run folders with checkpoints, not committed (default: results/tmp/case_study_runs/; "
+                        "with --quick: results/tmp/case_study_runs_quick/)")
     p.add_argument("--kinds", nargs="+", choices=KINDS + ("fixed",), default=list(KINDS))
     p.add_argument("--seq-lens", type=int, nargs="+", default=None, help="default 512 1024 2048 (quick: 128 256)")
     p.add_argument("--preset", default=None, help="default small (quick: tiny)")
@@ -76,6 +80,13 @@ def parse_args(argv=None):
     p.add_argument("--force", action="store_true", help="retrain runs that already have a finished checkpoint")
     args = p.parse_args(argv)
     q = args.quick
+    scratch = ROOT / "results" / "tmp"
+    if args.out is None:
+        args.out = str(scratch / "case_study_quick" if q else ROOT / "results" / "case_study")
+    if args.runs is None:
+        args.runs = str(scratch / ("case_study_runs_quick" if q else "case_study_runs"))
+    if q and scratch.resolve() not in Path(args.out).resolve().parents:
+        p.error(f"--out {args.out}: a --quick run is a smoke test and writes only under {scratch}")
     defaults = dict(seq_lens=[128, 256] if q else [512, 1024, 2048], preset="tiny" if q else "small",
                     steps=4 if q else 500, batch_tokens=1024 if q else 8192, window=32 if q else 256,
                     stride=32 if q else 128, block_size=32 if q else 64, eval_interval=2 if q else 50,

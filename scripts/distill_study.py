@@ -13,7 +13,7 @@
 Run folders (checkpoints) go to ``--runs`` (default ``results/tmp/distill_runs/``, not committed);
 finished runs are reused when the script is run again (``--force`` redoes them).
 
-    python scripts/distill_study.py --quick    # 1-2 minutes: a smoke test, not a result
+    python scripts/distill_study.py --quick    # 1-2 minutes: a smoke test, not a result (in results/tmp/distill_quick/)
     python scripts/distill_study.py            # the study (hours on a CPU; see the README of the output)
 
 Cost of the default study on a 2-core CPU: the teacher is the case study's dense run (``small``
@@ -45,8 +45,12 @@ PROMPTS = [" The game was released in", " = = History = = \n", " In 1998 , the b
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny teacher, short sequences, few steps (1-2 minutes)")
-    p.add_argument("--out", default=str(ROOT / "results" / "distill"))
-    p.add_argument("--runs", default=str(ROOT / "results" / "tmp" / "distill_runs"))
+    p.add_argument("--out", default=None,
+                   help="folder for summary.json and the rest (default: results/distill/; with --quick: "
+                        "results/tmp/distill_quick/, never a folder of committed results)")
+    p.add_argument("--runs", default=None,
+                   help="run folders with checkpoints, not committed (default: results/tmp/distill_runs/; "
+                        "with --quick: results/tmp/distill_runs_quick/)")
     p.add_argument("--teacher", default=None, help="reuse this dense run folder instead of training a teacher")
     p.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS))
     p.add_argument("--preset", default=None, help="teacher size (default small; quick: tiny)")
@@ -64,6 +68,13 @@ def parse_args(argv=None):
     p.add_argument("--force", action="store_true", help="redo runs that already finished")
     args = p.parse_args(argv)
     q = args.quick
+    scratch = ROOT / "results" / "tmp"
+    if args.out is None:
+        args.out = str(scratch / "distill_quick" if q else ROOT / "results" / "distill")
+    if args.runs is None:
+        args.runs = str(scratch / ("distill_runs_quick" if q else "distill_runs"))
+    if q and scratch.resolve() not in Path(args.out).resolve().parents:
+        p.error(f"--out {args.out}: a --quick run is a smoke test and writes only under {scratch}")
     defaults = dict(preset="tiny" if q else "small", teacher_steps=30 if q else 500, seq_len=64 if q else 512,
                     teacher_batch=8 if q else 16, steps=6 if q else 300, batch_size=4, eval_interval=3 if q else 25,
                     eval_batches=1 if q else 10, gen_tokens=8 if q else 40)
