@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# require.js and the ipywidgets embedder: pinned npm tarballs, sha512-checked, cached (not committed)
+.venv/bin/python scripts/fetch_vendor.py
 # Notebooks choose their own (inline) matplotlib backend; do not force one here.
 export PYDEVD_DISABLE_FILE_VALIDATION=1
 .venv/bin/jupyter-book build . -W -n --keep-going "$@"
