@@ -41,13 +41,14 @@ import csv
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from studies import choose_folders, run_command  # noqa: E402
 KINDS = ("dense", "local", "strided", "mixed")
 
 
@@ -80,13 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--force", action="store_true", help="retrain runs that already have a finished checkpoint")
     args = p.parse_args(argv)
     q = args.quick
-    scratch = ROOT / "results" / "tmp"
-    if args.out is None:
-        args.out = str(scratch / "case_study_quick" if q else ROOT / "results" / "case_study")
-    if args.runs is None:
-        args.runs = str(scratch / ("case_study_runs_quick" if q else "case_study_runs"))
-    if q and scratch.resolve() not in Path(args.out).resolve().parents:
-        p.error(f"--out {args.out}: a --quick run is a smoke test and writes only under {scratch}")
+    choose_folders(p, args, "case_study", "case_study_runs")
     defaults = dict(seq_lens=[128, 256] if q else [512, 1024, 2048], preset="tiny" if q else "small",
                     steps=4 if q else 500, batch_tokens=1024 if q else 8192, window=32 if q else 256,
                     stride=32 if q else 128, block_size=32 if q else 64, eval_interval=2 if q else 50,
@@ -97,16 +92,6 @@ def parse_args(argv=None):
     return args
 
 
-def _run(cmd: list[str], log) -> float:
-    """Run one course command; returns its wall time. Its output goes to the log file."""
-    log.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
-    log.flush()
-    t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if r.returncode:
-        raise RuntimeError(f"command failed ({r.returncode}): {' '.join(cmd)}; see {log.name}")
-    return time.perf_counter() - t0
 
 
 def _common(args) -> list[str]:
@@ -140,17 +125,17 @@ def run_one(args, kind: str, n: int, log) -> dict:
                 (ROOT / run / "checkpoint.pt").unlink()
             else:
                 train_cmd.append("--resume")
-        wall["train"] = _run(train_cmd, log)
+        wall["train"] = run_command(train_cmd, log)
     metrics = json.loads(metrics_path.read_text())
     eval_json, gen_json = ROOT / run / "eval.json", ROOT / run / "generate.json"
     eval_cmd = py + ["eval", "--checkpoint", str(run), "--batch-size", str(batch), "--json", str(run / "eval.json"),
                      *_common(args)]
     if args.final_eval_batches:
         eval_cmd += ["--max-batches", str(args.final_eval_batches)]
-    wall["eval"] = _run(eval_cmd, log)
+    wall["eval"] = run_command(eval_cmd, log)
     gen_cmd = py + ["generate", "--checkpoint", str(run), "--max-new-tokens", str(args.gen_tokens),
                     "--seed", str(args.seed), "--json", str(run / "generate.json"), *_common(args)]
-    wall["generate"] = _run(gen_cmd, log)
+    wall["generate"] = run_command(gen_cmd, log)
     ev, gen = json.loads(eval_json.read_text()), json.loads(gen_json.read_text())
     return {
         "attention": kind, "seq_len": n, "batch_size": batch, "steps": metrics["step"],

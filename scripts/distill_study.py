@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from studies import choose_folders, run_command  # noqa: E402
 STUDENTS = ("mask", "nsa", "performer", "topk", "block")
 PROMPTS = [" The game was released in", " = = History = = \n", " In 1998 , the band"]
 
@@ -68,13 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--force", action="store_true", help="redo runs that already finished")
     args = p.parse_args(argv)
     q = args.quick
-    scratch = ROOT / "results" / "tmp"
-    if args.out is None:
-        args.out = str(scratch / "distill_quick" if q else ROOT / "results" / "distill")
-    if args.runs is None:
-        args.runs = str(scratch / ("distill_runs_quick" if q else "distill_runs"))
-    if q and scratch.resolve() not in Path(args.out).resolve().parents:
-        p.error(f"--out {args.out}: a --quick run is a smoke test and writes only under {scratch}")
+    choose_folders(p, args, "distill", "distill_runs")
     defaults = dict(preset="tiny" if q else "small", teacher_steps=30 if q else 500, seq_len=64 if q else 512,
                     teacher_batch=8 if q else 16, steps=6 if q else 300, batch_size=4, eval_interval=3 if q else 25,
                     eval_batches=1 if q else 10, gen_tokens=8 if q else 40)
@@ -99,15 +93,6 @@ def student_options(kind: str, n: int) -> list[str]:
             "--lr", "1e-3"]
 
 
-def _run(cmd: list[str], log) -> float:
-    log.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
-    log.flush()
-    t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if r.returncode:
-        raise RuntimeError(f"command failed ({r.returncode}): {' '.join(cmd)}; see {log.name}")
-    return time.perf_counter() - t0
 
 
 def _rel(path: Path) -> Path:
@@ -140,7 +125,7 @@ def train_teacher(args, log) -> Path:
                "--no-progress", *_common(args)]
         if (ROOT / run / "checkpoint.pt").exists():
             cmd.append("--resume")
-        _run(cmd, log)
+        run_command(cmd, log)
     return run
 
 
@@ -157,7 +142,7 @@ def distill_one(args, teacher: Path, kind: str, log) -> dict:
                "--checkpoint-interval", str(args.eval_interval), "--no-progress", *_common(args)]
         if (ROOT / run / "checkpoint.pt").exists():
             cmd.append("--resume")
-        _run(cmd, log)
+        run_command(cmd, log)
     m = json.loads((ROOT / run / "metrics.json").read_text())
     cols = m["history_columns"]["val"]
     curve = [dict(zip(cols, row)) for row in m["history"]["val"]]

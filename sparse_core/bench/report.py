@@ -9,13 +9,13 @@ import platform
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["machine_info", "new_report", "write_report", "add_attention_arguments"]
+__all__ = ["cpu_model_and_flags", "machine_info", "new_report", "write_report", "add_attention_arguments"]
 
 
-def _cpu_model_and_flags() -> tuple[str | None, list[str]]:
+def cpu_model_and_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str | None, list[str]]:
     """The CPU's model name and the vector extensions it reports (Linux ``/proc/cpuinfo``)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
         return platform.processor() or None, []
     model, flags = None, set()
@@ -37,7 +37,7 @@ def machine_info() -> dict:
 
     from .. import __version__
 
-    model, vector = _cpu_model_and_flags()
+    model, vector = cpu_model_and_flags()
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),

@@ -11,19 +11,15 @@ import os
 import platform
 from pathlib import Path
 
+from ..bench.report import cpu_model_and_flags
+
 __all__ = ["cpu_model", "measured_on"]
 
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """The CPU's model name ("AMD EPYC 7B13"), from ``/proc/cpuinfo`` where it exists."""
-    try:
-        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    model, _ = cpu_model_and_flags(cpuinfo)
+    return model or platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _usable_cores() -> int:

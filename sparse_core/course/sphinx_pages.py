@@ -17,13 +17,13 @@ from typing import Any
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 
 
-def _key(js: Any) -> tuple:
-    attributes = getattr(js, "attributes", {}) or {}
-    return (str(getattr(js, "filename", js) or ""), tuple(sorted((k, str(v)) for k, v in attributes.items())))
-
-
 def _filename(js: Any) -> str:
     return str(getattr(js, "filename", js) or "")
+
+
+def _key(js: Any) -> tuple:
+    attributes = getattr(js, "attributes", {}) or {}
+    return (_filename(js), tuple(sorted((k, str(v)) for k, v in attributes.items())))
 
 
 def _widget_rank(js: Any, widget_scripts: list[str]) -> int | None:
