@@ -134,10 +134,10 @@ def online_softmax_attention(
     """Exercise 1.5 -- exact attention streaming over key blocks (online softmax).
 
     Visit the keys in blocks of ``block_size`` (the last block may be shorter) keeping, per
-    query, a running maximum ``m``, a running normaliser ``l`` and a running un-normalised
-    output ``acc``; rescale ``l`` and ``acc`` by ``exp(m_old - m_new)`` whenever the maximum
-    grows. Never build the ``[n_q, n_k]`` score matrix: only one ``[n_q, block_size]`` tile
-    at a time. Scale is ``1/sqrt(d)``.
+    query, a running maximum ``m``, a running normaliser ``l`` ($Z$ in the text) and a running
+    un-normalised output ``acc``; rescale ``l`` and ``acc`` by ``exp(m_old - m_new)`` whenever
+    the maximum grows. Never build the ``[n_q, n_k]`` score matrix: only one
+    ``[n_q, block_size]`` tile at a time. Scale is ``1/sqrt(d)``.
 
     Args:
         q: ``[..., n_q, d]``; k: ``[..., n_k, d]``; v: ``[..., n_k, d_v]`` with ``n_k >= 1``.

@@ -73,11 +73,11 @@ def block_sparse_forward(
     """Exercise 4.2 -- block-sparse attention forward with an online softmax over the CSR.
 
     For each query block, visit only its kept key blocks (in ``col_idx`` order) and keep a
-    running maximum ``m``, normaliser ``l`` and un-normalised output ``acc`` per query,
-    rescaling by ``exp(m_old - m_new)`` when the maximum grows (Chapter 1's recurrence). The
-    allowed pairs are those inside kept blocks, and, when ``mask`` is given, also allowed by
-    ``mask`` (apply it inside each tile). Never read keys/values of blocks that are not
-    kept, and never build more than one ``[..., B, B]`` tile of scores.
+    running maximum ``m``, normaliser ``l`` ($Z$ in the text) and un-normalised output
+    ``acc`` per query, rescaling by ``exp(m_old - m_new)`` when the maximum grows (Chapter 1's
+    recurrence). The allowed pairs are those inside kept blocks, and, when ``mask`` is given,
+    also allowed by ``mask`` (apply it inside each tile). Never read keys/values of blocks
+    that are not kept, and never build more than one ``[..., B, B]`` tile of scores.
 
     Args:
         q: ``[..., n_q, d]``; k: ``[..., n_k, d]``; v: ``[..., n_k, d_v]`` (leading dims
