@@ -19,8 +19,8 @@ token :math:`i`. One layer (attention plus the residual connection) therefore ha
           \text{ can reach position } i.
 
 ``hops[i, j]`` is the smallest :math:`L` with :math:`R_L[i, j]` (0 on the diagonal, -1 when
-never). A *schedule* -- a list of patterns, layer :math:`\ell` using
-``patterns[(\ell - 1) % len(patterns)]`` -- gives per-layer patterns such as WaveNet-style
+never). A *schedule* -- a list of patterns, layer :math:`\nu` using
+``patterns[(\nu - 1) % len(patterns)]`` -- gives per-layer patterns such as WaveNet-style
 dilation doubling; every function below that takes ``pattern`` accepts one.
 
 Nothing here calls ``plt.show()``: plotting functions draw on ``ax`` (a new figure when it is
