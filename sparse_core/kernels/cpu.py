@@ -1,158 +1,172 @@
-"""Numba CPU kernels for block-sparse attention over a :class:`~sparse_core.patterns.BlockLayout`.
+"""Fused Numba CPU kernels for block-sparse attention over a :class:`~sparse_core.patterns.BlockLayout`.
 
-Defined in Chapter 4. Layout of the arguments (prepared by :func:`run_forward` / :func:`run_backward`): inputs are padded to whole blocks
-and stored tile by tile, so every tile product is one contiguous BLAS call (``np.dot`` inside
-Numba calls SciPy's BLAS):
+Defined in Chapter 4. Every tile product is a register-blocked micro-kernel
+(:func:`sparse_core.kernels.microkernels.gemm`, ``RR x CC`` accumulators, no BLAS call) on
+contiguous, zero-padded tiles; the token mask of a partial block, the online softmax (base 2, a
+vectorisable polynomial ``exp2`` in float32, ``math.exp2`` in float64) and the rescaling of the
+accumulator run between the two products of the forward, inside one task. The kernels compile with
+LLVM's SLP vectoriser on (:func:`sparse_core.kernels.microkernels.call` arranges it; no environment
+variable is needed).
 
-* ``qp [BH, n_qb * B, d]`` queries, ``kT [BH, n_kb, d, B]`` keys transposed per tile,
-  ``kt [BH, n_kb, B, d]`` keys per tile, ``vt [BH, n_kb, B, d_v]`` and ``vT [BH, n_kb, d_v, B]``
-  values per tile (``bh = b * n_heads + h``; head ``h`` uses the layout's head ``h``);
-* ``indptr``/``indices`` the layout by query block, ``t_indptr``/``t_indices`` by key block;
-  ``tile_of[p]`` the token mask (``tiles``, uint8) of kept block ``p`` or -1 for a full block.
+Arguments (prepared by :func:`run_forward` / :func:`run_backward`):
 
-Forward, one task per (bh, query block): online softmax over the kept key blocks in base 2
-(scores are pre-multiplied by ``scale * log2(e)``; a vectorisable polynomial ``exp2`` is used in
-float32, ``math.exp2`` in float64). Returns ``out`` and ``lse`` (natural log; ``-inf`` for a
-fully masked row, whose output is 0). NaN scores (or inf - inf from inf inputs) give NaN rows.
+* ``q [BH, n_q, d]``, ``dout``, ``out`` as given (``bh = b * n_heads + h``); keys and values of
+  ``n_kv_heads`` heads (``n_heads`` a multiple: query head ``h`` reads key/value head
+  ``h // (n_heads // n_kv_heads)``, grouped-query attention, no copy per query head), laid out
+  per key block: ``kT [BHkv, n_kb, d, Bp]`` (keys transposed), ``kt [BHkv, n_kb, Bp, dp]``,
+  ``vt [BHkv, n_kb, Bp, dvp]``, ``vT [BHkv, n_kb, d_v, Bp]``, where ``Bp``, ``dp``, ``dvp`` are the
+  block size and head dimensions rounded up to ``CC`` (zeros in the padding);
+* ``indptr``/``indices``/``tile_of`` the layout by query block, ``t_*`` by key block (head ``h``
+  of the inputs uses the layout's head ``h % layout.n_heads``); ``tiles[t]`` a uint8 token mask.
 
-Backward as in FlashAttention-2: ``P = exp(S - lse)`` is recomputed, ``D = rowsum(dO * O)``,
-``dS = P * (dO V^T - D)``. ``dK``/``dV``: one task per (bh, key block) over the query blocks that
-keep it; ``dQ``: one task per (bh, query block). Each output tile has exactly one writer: the
-parallel loops are race-free without atomics.
+Forward, one task per (bh, query block), strips of ``RR`` query rows per kept key block:
+``S = Q K^T`` (micro-kernel), mask, running max, ``P = exp2(S - m)``, rescale, ``acc += P V``
+(micro-kernel). Scores are pre-multiplied by ``scale * log2(e)``. Returns ``out`` and ``lse``
+(natural log; ``-inf`` for a fully masked row, whose output is 0). NaN scores (or inf - inf from
+inf inputs) give NaN rows.
+
+Backward as in FlashAttention-2: ``P = exp2(S - lse2)`` is recomputed from the saved log-sum-exp,
+``D = rowsum(dO * O)``, ``dS = P * (dO V^T - D)``. ``dK``/``dV``: one task per (batch, key/value
+head, key block) over every query head of its group and the query blocks that keep the block;
+``dQ``: one task per (bh, query block). Each output tile has exactly one writer: the parallel loops
+are race-free without atomics. Extra memory: the padded K/V tiles (the size of K and V) and
+per-task tiles of ``O(block x (block + d))``.
 """
 from __future__ import annotations
 
 import math
-import os
+import types as pytypes
 
-# Each Numba task calls BLAS on small tiles from its own thread; a multi-threaded BLAS inside
-# that parallel region only oversubscribes the cores (and OpenBLAS warns about OpenMP loops).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+from numba import njit, prange
 
-import numpy as np  # noqa: E402
-from numba import njit, prange  # noqa: E402
+from . import microkernels as mk
+from .tables import kernel_tables
 
-from .tables import kernel_tables  # noqa: E402
+__all__ = ["run_forward", "run_backward", "forward", "backward_dkdv", "backward_dq", "tile_products",
+           "RR", "CC", "variant"]
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 _FM = {"contract", "reassoc", "arcp"}  # no 'nnan'/'ninf': NaN and -inf must keep their meaning
 
+#: The register block of every tile product: RR rows x CC columns of accumulators (in float32,
+#: CC = 32 is two 512-bit vectors per row). Chosen by measurement: ``scripts/microkernel_shapes.py``
+#: times the forward and backward for several shapes (``results/kernels/microkernel_shapes.json``).
+RR, CC = 8, 32
+MM_SET = mk.gemm(RR, CC, False)
+MM_ADD = mk.gemm(RR, CC, True)
+
+
+def _up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
 
 @njit(inline="always")
-def _task(task, n_blocks, n_heads, block, n):
-    """(bh, block index, layout head, first row, rows) of parallel task ``task``."""
+def _task(task, n_blocks, block, n):
+    """(bh, block index, first row, rows) of parallel task ``task``."""
     bh = task // n_blocks
     b = task % n_blocks
     r0 = b * block
-    return bh, b, bh % n_heads, r0, min(block, n - r0)
+    return bh, b, r0, min(block, n - r0)
 
 
-@njit(cache=True, fastmath=_FM)
-def _exp2_rows(s, nr, nc, shift, ibuf, fbuf, rowsum, poly):
-    """s[i, j] <- 2 ** (s[i, j] - shift[i]) for j < nc (0 beyond nc and where the result < 2**-126).
-
-    ``poly``: float32 fast path -- a degree-6 polynomial for 2**f on [0, 1) times 2**n built from
-    the exponent bits, which LLVM vectorises; otherwise ``math.exp2`` (exact to rounding).
-    """
-    B = s.shape[1]
+@njit(inline="always")
+def _load_rows(x, bh, r0, nr, ld, scale, buf):
+    """buf[i * ld + c] = x[bh, r0 + i, c] * scale for i < nr, c < x.shape[2] (rest of buf untouched)."""
+    c_n = x.shape[2]
     for i in range(nr):
-        mi = shift[i]
-        tot = s.dtype.type(0.0)
-        if poly:
-            for j in range(nc):
-                x = s[i, j] - mi
-                xc = max(x, np.float32(-126.0))
-                n = math.floor(xc)
-                f = xc - n
-                p = np.float32(1.5353362e-4)
-                p = p * f + np.float32(1.3398874e-3)
-                p = p * f + np.float32(9.6184020e-3)
-                p = p * f + np.float32(5.5503450e-2)
-                p = p * f + np.float32(2.4022652e-1)
-                p = p * f + np.float32(6.9314718e-1)
-                p = p * f + np.float32(1.0)
-                ibuf[j] = (np.int32(n) + np.int32(127)) << 23
-                # x <= -126 underflows to 0 (this includes masked -inf); NaN stays NaN
-                s[i, j] = p if x > np.float32(-126.0) else (x if x != x else np.float32(0.0))
-            for j in range(nc):
-                e = s[i, j] * fbuf[j]
-                s[i, j] = e
-                tot += e
-        else:
-            for j in range(nc):
-                e = math.exp2(s[i, j] - mi)
-                s[i, j] = e
-                tot += e
-        for j in range(nc, B):
-            s[i, j] = 0.0
-        rowsum[i] = tot
+        o = i * ld
+        for c in range(c_n):
+            buf[o + c] = x[bh, r0 + i, c] * scale
 
 
-@njit(cache=True)
-def _mask_tile(s, tiles, tid, nr, nc):
+@njit(inline="always", fastmath=_FM)
+def _mask_row(S, o, tiles, tid, i, nc):
     if tid >= 0:
-        for i in range(nr):
-            for j in range(nc):
-                if tiles[tid, i, j] == 0:
-                    s[i, j] = -np.inf
+        for j in range(nc):
+            if tiles[tid, i, j] == 0:
+                S[o + j] = -np.inf
+
+
+@njit(inline="always", fastmath=_FM)
+def _online_softmax_rows(S, Bp, r, nr, nc, tiles, tid, m, l, bad, acc, dvp):
+    """Rows ``r .. r+RR`` of the score strip ``S [RR, Bp]`` -> weights ``2**(S - m_new)``; updates
+    the running max ``m``, sum ``l`` and rescales the accumulator rows ``acc`` (``bad``: NaN seen)."""
+    zero = S.dtype.type(0.0)
+    for rr in range(RR):
+        i = r + rr
+        if i >= nr:
+            break
+        o = rr * Bp
+        _mask_row(S, o, tiles, tid, i, nc)
+        mold = m[i]
+        mx = mold
+        for j in range(nc):  # vectorised max; a NaN score reaches the output through exp2 and l
+            mx = max(mx, S[o + j])
+        if mx != mx:
+            bad[i] = True
+            mx = mold
+        shift = zero if mx == -np.inf else mx
+        tot = zero
+        for j in range(nc):
+            e = mk.exp2_neg(S[o + j] - shift)
+            S[o + j] = e
+            tot += e
+        if mx > mold:
+            a = mk.exp2_neg(mold - mx)  # 0 when mold = -inf
+            l[i] = l[i] * a + tot
+            ao = i * dvp
+            for c in range(dvp):
+                acc[ao + c] *= a
+            m[i] = mx
+        else:
+            l[i] += tot
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
-def forward(qp, kT, vt, scale2, block, n_heads, n_q, n_k, indptr, indices, tile_of, tiles, out, lse, poly):
-    BH = qp.shape[0]
-    dv = vt.shape[3]
+def forward(q, kT, vt, scale2, block, n_heads, group, n_k, indptr, indices, tile_of, tiles, out, lse):
+    BH, n_q, d = q.shape
+    n_kb, Bp = kT.shape[1], kT.shape[3]
+    dvp = vt.shape[3]
+    dv = out.shape[2]
     n_qb = indptr.shape[1] - 1
-    dt = qp.dtype.type
+    zero = q.dtype.type(0.0)
+    kTf = kT.ravel()
+    vtf = vt.ravel()
+    Bq = (block + RR - 1) // RR * RR
     for task in prange(BH * n_qb):
-        bh, qb, h, r0, nr = _task(task, n_qb, n_heads, block, n_q)
-        Q = qp[bh, r0:r0 + block] * scale2
-        m = np.full(block, -np.inf, dtype=qp.dtype)
-        l = np.zeros(block, dtype=qp.dtype)
-        bad = np.zeros(block, dtype=np.bool_)
-        acc = np.zeros((block, dv), dtype=qp.dtype)
-        ibuf = np.empty(block, dtype=np.int32)
-        fbuf = ibuf.view(np.float32)
-        rs = np.empty(block, dtype=qp.dtype)
-        mnew = np.empty(block, dtype=qp.dtype)
-        alpha = np.empty(block, dtype=qp.dtype)
-        S = np.empty((block, block), dtype=qp.dtype)
-        PV = np.empty((block, dv), dtype=qp.dtype)
-        for p in range(indptr[h, qb], indptr[h, qb + 1]):
+        bh, qb, r0, nr = _task(task, n_qb, block, n_q)
+        kvh = bh // group  # grouped-query: b * n_kv_heads + h // group
+        lh = bh % n_heads
+        Qs = np.zeros(Bq * d, dtype=q.dtype)
+        _load_rows(q, bh, r0, nr, d, scale2, Qs)
+        m = np.full(Bq, -np.inf, dtype=q.dtype)
+        l = np.zeros(Bq, dtype=q.dtype)
+        bad = np.zeros(Bq, dtype=np.bool_)
+        acc = np.zeros(Bq * dvp, dtype=q.dtype)
+        S = np.zeros(RR * Bp, dtype=q.dtype)
+        nrp = (nr + RR - 1) // RR * RR
+        for p in range(indptr[lh, qb], indptr[lh, qb + 1]):
             kb = indices[p]
             nc = min(block, n_k - kb * block)
-            np.dot(Q, kT[bh, kb], S)
-            _mask_tile(S, tiles, tile_of[p], nr, nc)
-            for i in range(nr):
-                mx = m[i]
-                for j in range(nc):  # vectorised max; a NaN score reaches the output through exp2 and l
-                    mx = max(mx, S[i, j])
-                if mx != mx:
-                    bad[i] = True
-                    mx = m[i]
-                if mx == -np.inf:  # nothing allowed in this row so far: every weight is 0
-                    mnew[i] = 0.0
-                    alpha[i] = 1.0
-                else:
-                    mnew[i] = mx
-                    alpha[i] = dt(2.0) ** (m[i] - mx)  # 0 when m[i] = -inf
-                    m[i] = mx
-            _exp2_rows(S, nr, nc, mnew, ibuf, fbuf, rs, poly)
-            np.dot(S, vt[bh, kb], PV)
-            for i in range(nr):
-                a = alpha[i]
-                l[i] = l[i] * a + rs[i]
-                for c in range(dv):
-                    acc[i, c] = acc[i, c] * a + PV[i, c]
+            ncp = (nc + CC - 1) // CC * CC
+            tid = tile_of[p]
+            koff = (kvh * n_kb + kb) * d * Bp
+            voff = (kvh * n_kb + kb) * Bp * dvp
+            for r in range(0, nrp, RR):
+                MM_SET(Qs, r * d, d, 1, kTf, koff, Bp, S, 0, Bp, RR, ncp, d, zero)
+                _online_softmax_rows(S, Bp, r, nr, nc, tiles, tid, m, l, bad, acc, dvp)
+                MM_ADD(S, 0, Bp, 1, vtf, voff, dvp, acc, r * dvp, dvp, RR, dvp, nc, zero)
         for i in range(nr):
             if bad[i] or l[i] != l[i]:
                 for c in range(dv):
                     out[bh, r0 + i, c] = np.nan
                 lse[bh, r0 + i] = np.nan
             elif l[i] > 0:
-                inv = dt(1.0) / l[i]
+                inv = q.dtype.type(1.0) / l[i]
                 for c in range(dv):
-                    out[bh, r0 + i, c] = acc[i, c] * inv
+                    out[bh, r0 + i, c] = acc[i * dvp + c] * inv
                 lse[bh, r0 + i] = (m[i] + math.log2(l[i])) * LN2
             else:
                 for c in range(dv):
@@ -160,165 +174,220 @@ def forward(qp, kT, vt, scale2, block, n_heads, n_q, n_k, indptr, indices, tile_
                 lse[bh, r0 + i] = -np.inf
 
 
-@njit(cache=True, fastmath=_FM)
-def _probs(Q2, kT_tile, lse2, r0, nr, nc, tiles, tid, ibuf, fbuf, rs, shift, S, poly):
-    """P of one block into ``S`` (zero rows where lse = -inf), recomputed from the base-2 lse."""
-    np.dot(Q2, kT_tile, S)
-    _mask_tile(S, tiles, tid, nr, nc)
-    for i in range(nr):
-        shift[i] = lse2[r0 + i]
-        if shift[i] == -np.inf:
-            for j in range(nc):
-                S[i, j] = -np.inf
-            shift[i] = 0.0
-    _exp2_rows(S, nr, nc, shift, ibuf, fbuf, rs, poly)
-    for i in range(nr, S.shape[0]):
-        for j in range(S.shape[1]):
-            S[i, j] = 0.0
-
-
-@njit(inline="always")
-def _scratch(block, dtype):
-    """Per-task buffers of the backward kernels: P, dS ``[block, block]``, the exp2 scratch
-    (``ibuf`` and its float32 view ``fbuf``), row sums and shifts ``[block]``."""
-    ibuf = np.empty(block, dtype=np.int32)
-    return (np.empty((block, block), dtype=dtype), np.empty((block, block), dtype=dtype), ibuf,
-            ibuf.view(np.float32), np.empty(block, dtype=dtype), np.empty(block, dtype=dtype))
-
-
 @njit(inline="always", fastmath=_FM)
-def _ds_rows(P, dS, delta_row, r0, nr):
-    """dS <- P * (dP - delta) on the first ``nr`` rows (``dS`` holds dP = dO V^T on entry)."""
+def _probs_ds(Qs, dp, kTf, koff, dOs, dvp, vTf, voff, Bp, nr, nrp, nc, ncp, d, dv, lse2, delta, r0,
+              tiles, tid, P, dS):
+    """One kept block of the backward: ``P = exp2(S - lse2)`` (0 where masked or lse = -inf) and
+    ``dS = P * (dO V^T - D)`` into the ``[Bq, Bp]`` tiles ``P``, ``dS`` (rows < nr, columns < ncp;
+    columns nc .. ncp are 0)."""
+    zero = Qs.dtype.type(0.0)
+    MM_SET(Qs, 0, dp, 1, kTf, koff, Bp, P, 0, Bp, nrp, ncp, d, zero)
+    MM_SET(dOs, 0, dvp, 1, vTf, voff, Bp, dS, 0, Bp, nrp, ncp, dv, zero)
     for i in range(nr):
-        di = delta_row[r0 + i]
-        for j in range(dS.shape[1]):
-            dS[i, j] = P[i, j] * (dS[i, j] - di)
+        o = i * Bp
+        sh = lse2[r0 + i]
+        if sh == -np.inf:
+            for j in range(ncp):
+                P[o + j] = zero
+        else:
+            _mask_row(P, o, tiles, tid, i, nc)
+            for j in range(nc):
+                P[o + j] = mk.exp2_neg(P[o + j] - sh)
+            for j in range(nc, ncp):
+                P[o + j] = zero
+        di = delta[r0 + i]
+        for j in range(ncp):
+            dS[o + j] = P[o + j] * (dS[o + j] - di)
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
-def backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n_q, n_k,
-                  t_indptr, t_indices, t_tile_of, tiles, dk, dv_out, poly):
-    BH = qp.shape[0]
-    d = qp.shape[2]
-    dv = vT.shape[2]
-    n_kb = t_indptr.shape[1] - 1
-    for task in prange(BH * n_kb):
-        bh, kb, h, _, nc = _task(task, n_kb, n_heads, block, n_k)
-        acc_k = np.zeros((block, d), dtype=qp.dtype)
-        acc_v = np.zeros((block, dv), dtype=qp.dtype)
-        tmp_k = np.empty((block, d), dtype=qp.dtype)
-        tmp_v = np.empty((block, dv), dtype=qp.dtype)
-        Q2 = np.empty((block, d), dtype=qp.dtype)
-        P, dS, ibuf, fbuf, rs, shift = _scratch(block, qp.dtype)
-        for p in range(t_indptr[h, kb], t_indptr[h, kb + 1]):
-            r0 = t_indices[p] * block
-            nr = min(block, n_q - r0)
-            Q = qp[bh, r0:r0 + block]
-            for i in range(block):
-                for x in range(d):
-                    Q2[i, x] = Q[i, x] * scale2
-            _probs(Q2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, t_tile_of[p], ibuf, fbuf, rs, shift, P, poly)
-            dO = dop[bh, r0:r0 + block]
-            np.dot(P.T, dO, tmp_v)
-            acc_v += tmp_v
-            np.dot(dO, vT[bh, kb], dS)  # dP
-            _ds_rows(P, dS, delta[bh], r0, nr)
-            for i in range(nr, block):
-                for j in range(block):
-                    dS[i, j] = 0.0
-            np.dot(dS.T, Q, tmp_k)
-            acc_k += tmp_k
+def backward_dkdv(q, do, kT, vT, lse2, delta, scale2, block, n_heads, group, n_k,
+                  t_indptr, t_indices, t_tile_of, tiles, dk, dv_out):
+    BH, n_q, d = q.shape
+    dv = do.shape[2]
+    n_kv, n_kb, _, Bp = kT.shape
+    n_qb = t_indptr.shape[1] - 1
+    zero = q.dtype.type(0.0)
+    dp = (d + CC - 1) // CC * CC
+    dvp = (dv + CC - 1) // CC * CC
+    Bq = (block + RR - 1) // RR * RR
+    kTf = kT.ravel()
+    vTf = vT.ravel()
+    for task in prange(n_kv * n_kb):
+        kvh, kb, c0, nc = _task(task, n_kb, block, n_k)
+        ncp = (nc + CC - 1) // CC * CC
+        koff = (kvh * n_kb + kb) * d * Bp
+        voff = (kvh * n_kb + kb) * dv * Bp
+        acc_k = np.zeros(Bp * dp, dtype=q.dtype)
+        acc_v = np.zeros(Bp * dvp, dtype=q.dtype)
+        Qs = np.zeros(Bq * dp, dtype=q.dtype)
+        dOs = np.zeros(Bq * dvp, dtype=q.dtype)
+        P = np.zeros(Bq * Bp, dtype=q.dtype)
+        dS = np.zeros(Bq * Bp, dtype=q.dtype)
+        for g in range(group):
+            bh = kvh * group + g
+            lh = bh % n_heads
+            for p in range(t_indptr[lh, kb], t_indptr[lh, kb + 1]):
+                r0 = t_indices[p] * block
+                nr = min(block, n_q - r0)
+                nrp = (nr + RR - 1) // RR * RR
+                for x in range(nr * dp, nrp * dp):  # rows nr .. nrp of a previous, longer block
+                    Qs[x] = zero
+                for x in range(nr * dvp, nrp * dvp):
+                    dOs[x] = zero
+                _load_rows(q, bh, r0, nr, dp, scale2, Qs)
+                _load_rows(do, bh, r0, nr, dvp, q.dtype.type(1.0), dOs)
+                _probs_ds(Qs, dp, kTf, koff, dOs, dvp, vTf, voff, Bp, nr, nrp, nc, ncp, d, dv,
+                          lse2[bh], delta[bh], r0, tiles, t_tile_of[p], P, dS)
+                MM_ADD(P, 0, 1, Bp, dOs, 0, dvp, acc_v, 0, dvp, ncp, dvp, nr, zero)  # dV += P^T dO
+                MM_ADD(dS, 0, 1, Bp, Qs, 0, dp, acc_k, 0, dp, ncp, dp, nr, zero)  # dK += dS^T Q
         for j in range(nc):
             for x in range(d):
-                dk[bh, kb * block + j, x] = acc_k[j, x] * scale
+                dk[kvh, c0 + j, x] = acc_k[j * dp + x] * LN2  # Qs holds scale * log2(e) * Q
             for c in range(dv):
-                dv_out[bh, kb * block + j, c] = acc_v[j, c]
+                dv_out[kvh, c0 + j, c] = acc_v[j * dvp + c]
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
-def backward_dq(qp, kt, kT, vT, dop, lse2, delta, scale2, scale, block, n_heads, n_q, n_k,
-                indptr, indices, tile_of, tiles, dq, poly):
-    BH = qp.shape[0]
-    d = qp.shape[2]
+def backward_dq(q, do, kT, kt, vT, lse2, delta, scale2, scale, block, n_heads, group, n_k,
+                indptr, indices, tile_of, tiles, dq):
+    BH, n_q, d = q.shape
+    dv = do.shape[2]
+    n_kb, Bp = kT.shape[1], kT.shape[3]
+    dp = kt.shape[3]
     n_qb = indptr.shape[1] - 1
+    zero = q.dtype.type(0.0)
+    dvp = (dv + CC - 1) // CC * CC
+    Bq = (block + RR - 1) // RR * RR
+    kTf = kT.ravel()
+    ktf = kt.ravel()
+    vTf = vT.ravel()
     for task in prange(BH * n_qb):
-        bh, qb, h, r0, nr = _task(task, n_qb, n_heads, block, n_q)
-        Q2 = qp[bh, r0:r0 + block] * scale2
-        dO = dop[bh, r0:r0 + block]
-        acc = np.zeros((block, d), dtype=qp.dtype)
-        tmp = np.empty((block, d), dtype=qp.dtype)
-        P, dS, ibuf, fbuf, rs, shift = _scratch(block, qp.dtype)
-        for p in range(indptr[h, qb], indptr[h, qb + 1]):
+        bh, qb, r0, nr = _task(task, n_qb, block, n_q)
+        nrp = (nr + RR - 1) // RR * RR
+        kvh = bh // group
+        lh = bh % n_heads
+        Qs = np.zeros(Bq * dp, dtype=q.dtype)
+        dOs = np.zeros(Bq * dvp, dtype=q.dtype)
+        _load_rows(q, bh, r0, nr, dp, scale2, Qs)
+        _load_rows(do, bh, r0, nr, dvp, q.dtype.type(1.0), dOs)
+        acc = np.zeros(Bq * dp, dtype=q.dtype)
+        P = np.zeros(Bq * Bp, dtype=q.dtype)
+        dS = np.zeros(Bq * Bp, dtype=q.dtype)
+        for p in range(indptr[lh, qb], indptr[lh, qb + 1]):
             kb = indices[p]
             nc = min(block, n_k - kb * block)
-            _probs(Q2, kT[bh, kb], lse2[bh], r0, nr, nc, tiles, tile_of[p], ibuf, fbuf, rs, shift, P, poly)
-            np.dot(dO, vT[bh, kb], dS)
-            _ds_rows(P, dS, delta[bh], r0, nr)
-            np.dot(dS, kt[bh, kb], tmp)
-            acc += tmp
+            ncp = (nc + CC - 1) // CC * CC
+            koff = (kvh * n_kb + kb) * d * Bp
+            voff = (kvh * n_kb + kb) * dv * Bp
+            _probs_ds(Qs, dp, kTf, koff, dOs, dvp, vTf, voff, Bp, nr, nrp, nc, ncp, d, dv,
+                      lse2[bh], delta[bh], r0, tiles, tile_of[p], P, dS)
+            MM_ADD(dS, 0, Bp, 1, ktf, (kvh * n_kb + kb) * Bp * dp, dp, acc, 0, dp, nrp, dp, nc, zero)
         for i in range(nr):
             for x in range(d):
-                dq[bh, r0 + i, x] = acc[i, x] * scale
+                dq[bh, r0 + i, x] = acc[i * dp + x] * scale
 
 
 @njit(parallel=True, cache=True)
-def tile_products(qp, kT, vt, n_per_row):
-    """Only the forward's two BLAS products per kept block (``S = Q K^T``, ``S V``), no softmax.
+def pack_tiles(x, block, Bp, cp, transpose, out):
+    """``x [BH, n, c]`` -> per key block ``out [BH, n_kb, Bp, cp]`` (or ``[BH, n_kb, c, Bp]`` when
+    ``transpose``), zero padded; ``out`` arrives zeroed."""
+    BH, n, c = x.shape
+    n_kb = out.shape[1]
+    for t in prange(BH * n_kb):
+        bh = t // n_kb
+        kb = t % n_kb
+        j0 = kb * block
+        nj = min(block, n - j0)
+        if transpose:
+            for j in range(nj):
+                for y in range(c):
+                    out[bh, kb, y, j] = x[bh, j0 + j, y]
+        else:
+            for j in range(nj):
+                for y in range(c):
+                    out[bh, kb, j, y] = x[bh, j0 + j, y]
 
-    Shapes as for :func:`forward`; task ``(bh, query block)`` multiplies its query tile with
-    ``n_per_row`` key/value tiles (cycling over ``kT``'s tiles). The benchmark times it next to
-    the real kernel: its rate is the ceiling that one BLAS call per tile product can reach on
-    this machine, whatever the softmax costs.
+
+@njit(parallel=True, cache=True)
+def tile_products(q, kT, vt, n_per_row):
+    """Only the forward's two tile products per kept block (``S = Q K^T``, ``acc += S V``, by the
+    micro-kernels), no mask and no softmax.
+
+    ``q [BH, n_qb * Bp, d]``, ``kT [BH, n_kb, d, Bp]``, ``vt [BH, n_kb, Bp, dvp]``; task ``(bh,
+    query block)`` multiplies its query tile with ``n_per_row`` key/value tiles (cycling over
+    ``kT``'s tiles), in strips of ``RR`` rows as :func:`forward` does. The benchmark times it next to
+    the real kernel: its rate is what the tile products alone reach on this machine.
     """
-    BH = qp.shape[0]
-    n_kb = kT.shape[1]
-    block = kT.shape[3]
-    n_qb = qp.shape[1] // block
-    dv = vt.shape[3]
+    BH, _, d = q.shape
+    n_kb, Bp = kT.shape[1], kT.shape[3]
+    dvp = vt.shape[3]
+    n_qb = q.shape[1] // Bp
+    zero = q.dtype.type(0.0)
+    qf = q.ravel()
+    kTf = kT.ravel()
+    vtf = vt.ravel()
     for task in prange(BH * n_qb):
         bh = task // n_qb
         qb = task % n_qb
-        Q = qp[bh, qb * block:(qb + 1) * block]
-        S = np.empty((block, block), dtype=qp.dtype)
-        PV = np.empty((block, dv), dtype=qp.dtype)
+        S = np.zeros(RR * Bp, dtype=q.dtype)
+        acc = np.zeros(Bp * dvp, dtype=q.dtype)
         for t in range(n_per_row):
             kb = (qb + t) % n_kb
-            np.dot(Q, kT[bh, kb], S)
-            np.dot(S, vt[bh, kb], PV)
+            for r in range(0, Bp, RR):
+                MM_SET(qf, (bh * n_qb * Bp + qb * Bp + r) * d, d, 1, kTf, (bh * n_kb + kb) * d * Bp, Bp, S, 0,
+                       Bp, RR, Bp, d, zero)
+                MM_ADD(S, 0, Bp, 1, vtf, (bh * n_kb + kb) * Bp * dvp, dvp, acc, r * dvp, dvp, RR, dvp, Bp, zero)
 
 
-# --------------------------------------------------------------------------- host side
-def _pad_rows(x: np.ndarray, n_blocks: int, block: int) -> np.ndarray:
-    """[BH, n, c] -> [BH, n_blocks * block, c], zero padded (contiguous)."""
-    out = np.zeros((x.shape[0], n_blocks * block, x.shape[2]), dtype=x.dtype)
-    out[:, : x.shape[1]] = x
+def variant(rr: int, cc: int) -> dict:
+    """Uncached copies of :func:`forward`, :func:`backward_dkdv`, :func:`backward_dq` and
+    :func:`pack_tiles`-compatible kernels built on an ``rr x cc`` micro-kernel (same source), for
+    measuring tile shapes (``scripts/microkernel_shapes.py``). Returns ``{name: kernel}``."""
+    g = dict(globals())
+    g.update(RR=rr, CC=cc, MM_SET=mk.gemm(rr, cc, False), MM_ADD=mk.gemm(rr, cc, True))
+    out = {}
+    for name in ("_online_softmax_rows", "_probs_ds"):
+        f = globals()[name].py_func
+        g[name] = njit(inline="always", fastmath=_FM)(pytypes.FunctionType(f.__code__, g, name))
+    for name in ("forward", "backward_dkdv", "backward_dq"):
+        f = globals()[name].py_func
+        out[name] = njit(parallel=True, fastmath=_FM)(pytypes.FunctionType(f.__code__, g, name))
     return out
 
 
-def _tiles(x: np.ndarray, n_blocks: int, block: int, transpose: bool) -> np.ndarray:
-    """[BH, n, c] -> per-tile [BH, n_blocks, block, c] (or [.., c, block] when ``transpose``)."""
-    t = _pad_rows(x, n_blocks, block).reshape(x.shape[0], n_blocks, block, x.shape[2])
-    return np.ascontiguousarray(t.transpose(0, 1, 3, 2)) if transpose else t
-
-
+# --------------------------------------------------------------------------- host side
 def _flat3(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.reshape((-1,) + x.shape[-2:]))
 
 
+def _packed(x3: np.ndarray, n_kb: int, block: int, cols: int, transpose: bool) -> np.ndarray:
+    """Per-key-block tiles of ``x3 [BH, n, c]``: ``[BH, n_kb, Bp, cols]`` or, transposed,
+    ``[BH, n_kb, c, Bp]`` (``Bp`` = block rounded up to ``CC``), zero padded."""
+    Bp = _up(block, CC)
+    shape = (x3.shape[0], n_kb, x3.shape[2], Bp) if transpose else (x3.shape[0], n_kb, Bp, cols)
+    out = np.zeros(shape, dtype=x3.dtype)
+    mk.call(pack_tiles, x3, block, Bp, cols, transpose, out)
+    return out
+
+
 def run_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(out, lse)`` of the forward kernel on numpy ``[..., n, d]`` arrays (checked by the caller):
-    pads them to whole blocks, lays them out tile by tile and runs :func:`forward`. The kernels it runs are defined in Chapter 4."""
+    """``(out, lse)`` of the forward kernel on numpy ``[..., heads, n, d]`` arrays (checked by the
+    caller; ``k``, ``v`` may have fewer heads, a divisor of ``q``'s: grouped-query attention): lays
+    keys and values out tile by tile and runs :func:`forward`. The kernels it runs are defined in Chapter 4."""
     t = kernel_tables(layout)
-    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
+    B, n_kb = layout.block_size, layout.n_kb
     lead = q.shape[:-2]
+    group = max(1, q.shape[-3] // max(1, k.shape[-3]))
     q3, k3, v3 = _flat3(q), _flat3(k), _flat3(v)
-    n_q, n_k = q3.shape[1], k3.shape[1]
-    out = np.empty((q3.shape[0], n_q, v3.shape[2]), dtype=q3.dtype)
+    n_q, n_k, dv = q3.shape[1], k3.shape[1], v3.shape[2]
+    out = np.empty((q3.shape[0], n_q, dv), dtype=q3.dtype)
     lse = np.empty((q3.shape[0], n_q), dtype=q3.dtype)
     if n_q and n_k and q3.shape[0]:
-        forward(_pad_rows(q3, n_qb, B), _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, False),
-                    q3.dtype.type(scale * LOG2E), B, layout.n_heads, n_q, n_k, t["indptr"], t["indices"],
-                    t["tile_of"], t["tiles"], out, lse, q3.dtype == np.float32)
+        kT = _packed(k3, n_kb, B, 0, True)
+        vt = _packed(v3, n_kb, B, _up(dv, CC), False)
+        mk.call(forward, q3, kT, vt, q3.dtype.type(scale * LOG2E), B, layout.n_heads, group, n_k,
+                t["indptr"], t["indices"], t["tile_of"], t["tiles"], out, lse)
     else:
         out[...] = 0
         lse[...] = -np.inf
@@ -332,21 +401,23 @@ def run_backward(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray, l
     t = kernel_tables(layout)
     B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
     shape_q, shape_k, shape_v = q.shape, k.shape, v.shape
+    group = max(1, q.shape[-3] // max(1, k.shape[-3]))
     q3, k3, v3, o3, do3 = (_flat3(x) for x in (q, k, v, out, dout))
-    n_q, n_k = q3.shape[1], k3.shape[1]
-    dq, dk, dv = np.zeros_like(q3), np.zeros_like(k3), np.zeros_like(v3)
+    do3 = do3.astype(q3.dtype, copy=False)
+    n_q, n_k, d, dv = q3.shape[1], k3.shape[1], q3.shape[2], v3.shape[2]
+    dq, dk, dvo = np.zeros_like(q3), np.zeros_like(k3), np.zeros_like(v3)
     if n_q and n_k and q3.shape[0]:
         dt = q3.dtype.type
         lse2 = np.full((q3.shape[0], n_qb * B), -np.inf, dtype=q3.dtype)
         lse2[:, :n_q] = lse.reshape(-1, n_q) * dt(LOG2E)
         delta = np.zeros((q3.shape[0], n_qb * B), dtype=q3.dtype)
-        delta[:, :n_q] = (do3.astype(np.float64) * o3).sum(-1)
-        qp, dop = _pad_rows(q3, n_qb, B), _pad_rows(do3, n_qb, B)
-        kT, vT = _tiles(k3, n_kb, B, True), _tiles(v3, n_kb, B, True)
-        poly = q3.dtype == np.float32
+        delta[:, :n_q] = np.einsum("bic,bic->bi", do3.astype(np.float64), o3.astype(np.float64))
+        kT = _packed(k3, n_kb, B, 0, True)
+        vT = _packed(v3, n_kb, B, 0, True)
+        kt = _packed(k3, n_kb, B, _up(d, CC), False)
         scale2 = dt(scale * LOG2E)
-        backward_dkdv(qp, kT, vT, dop, lse2, delta, scale2, dt(scale), B, layout.n_heads, n_q, n_k,
-                          t["t_indptr"], t["t_indices"], t["t_tile_of"], t["tiles"], dk, dv, poly)
-        backward_dq(qp, _tiles(k3, n_kb, B, False), kT, vT, dop, lse2, delta, scale2, dt(scale), B,
-                        layout.n_heads, n_q, n_k, t["indptr"], t["indices"], t["tile_of"], t["tiles"], dq, poly)
-    return dq.reshape(shape_q), dk.reshape(shape_k), dv.reshape(shape_v)
+        mk.call(backward_dkdv, q3, do3, kT, vT, lse2, delta, scale2, B, layout.n_heads, group, n_k,
+                t["t_indptr"], t["t_indices"], t["t_tile_of"], t["tiles"], dk, dvo)
+        mk.call(backward_dq, q3, do3, kT, kt, vT, lse2, delta, scale2, dt(scale), B, layout.n_heads, group, n_k,
+                t["indptr"], t["indices"], t["tile_of"], t["tiles"], dq)
+    return dq.reshape(shape_q), dk.reshape(shape_k), dvo.reshape(shape_v)

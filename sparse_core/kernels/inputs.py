@@ -15,7 +15,8 @@ __all__ = ["check_inputs"]
 def check_inputs(q: Any, k: Any, v: Any, layout: BlockLayout) -> str:
     """Check the inputs of :func:`~sparse_core.attention.ops.block_sparse_attention` and return their
     backend (``"numpy"`` or ``"torch"``); raise a one-line ``TypeError``/``ValueError`` naming the
-    argument otherwise. Chapter 4 calls the kernels it guards."""
+    argument otherwise. ``k`` and ``v`` may have fewer heads than ``q`` (a divisor of its heads:
+    grouped-query or multi-query attention). Chapter 4 calls the kernels it guards."""
     backend = V.backend_of(q=q, k=k, v=v)
     if not isinstance(layout, BlockLayout):
         raise TypeError(f"`layout` must be a BlockLayout (pattern.to_layout(...)), got {type(layout).__name__}")
@@ -42,8 +43,11 @@ def check_inputs(q: Any, k: Any, v: Any, layout: BlockLayout) -> str:
         raise TypeError(f"`q`, `k`, `v` must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.ndim == k.ndim == v.ndim):
         raise ValueError("`q`, `k`, `v` must have the same number of dimensions")
-    if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
+    if q.shape[:-3] != k.shape[:-3] or k.shape[:-2] != v.shape[:-2]:
         raise ValueError(f"batch/head dimensions differ: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if (q.shape[-3] % k.shape[-3]) if k.shape[-3] else q.shape[-3]:
+        raise ValueError(f"`k` and `v` must have a number of heads dividing the {q.shape[-3]} heads of `q` "
+                         f"(grouped-query attention), got {k.shape[-3]}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"`k` must have the head dimension of `q` ({q.shape[-1]}), got {tuple(k.shape)}")
     if k.shape[-2] != v.shape[-2]:

@@ -1,23 +1,26 @@
-"""Register-blocked tile products and the fused float32 forward built on them.
+"""Register-blocked tile products, the vectorisable ``exp2`` and the compiler setting they need.
 
-Defined in Chapter 4. A *micro-kernel* computes an ``RR x CC`` block of ``C = A B`` in ``RR * CC``
-scalar accumulators that live in registers for the whole reduction: per reduction step it loads
-``CC`` contiguous values of ``B`` once and one value of each of the ``RR`` rows of ``A``, and does
-``RR * CC`` fused multiply-adds. LLVM's SLP vectoriser packs the ``CC`` accumulators of a row into
-vector registers, so the block costs ``RR * CC / lanes`` vector FMAs per step, no call and no
-store until the end. The functions are generated (:func:`gemm`) because Numba has no register
-arrays; indices are unsigned, so no negative-index wrap-around code sits in the loop.
+Defined in Chapter 4; the fused CPU kernels of :mod:`sparse_core.kernels.cpu` are built on them.
 
-Numba disables the SLP vectoriser by default (``NUMBA_SLP_VECTORIZE=0``) and reads that setting
-when it optimises a function. :func:`slp_compile` switches it on only while the functions of this
-module compile, holding Numba's compiler lock so that no other function compiles meanwhile; the
-kernels of this module call no dispatcher shared with other kernels (the shared helpers they use
-are ``inline="always"``, inlined into Numba IR), so no other kernel's code changes.
+A *micro-kernel* computes an ``RR x CC`` block of ``C = A B`` in ``RR * CC`` scalar accumulators
+that stay in registers for the whole reduction: per reduction step it loads ``CC`` contiguous
+values of one row of ``B`` once and one value of each of the ``RR`` rows of ``A`` (broadcast), and
+does ``RR * CC`` fused multiply-adds; ``C`` is read and written once, at the end. LLVM's SLP
+vectoriser packs the ``CC`` accumulators of a row into vector registers (``CC / 16`` AVX-512
+registers in float32), so a step costs ``RR * CC / 16`` vector FMAs and ``CC / 16`` vector
+loads, with no call and no store. Numba has no register arrays, so :func:`gemm` generates the
+source of one such function per ``(RR, CC, accumulate)`` (indices unsigned: no negative-index
+wrap-around code in the loop). ``A`` is addressed with a row stride and a reduction stride, so the
+same function multiplies by a transposed tile (``P^T dO``, ``dS^T Q`` in the backward) without
+copying it.
 
-:func:`fused_forward` is the CPU forward for float32 (one task per (bh, query block); strips of
-``RR`` query rows: ``S = Q K^T`` by micro-kernels, the token mask of a partial block applied on
-the strip from its uint8 tile, online softmax in base 2 with the vectorisable ``exp2``, then
-``acc += P V`` by micro-kernels). Arguments are laid out by :func:`sparse_core.kernels.cpu.run_forward`.
+**The setting.** Numba compiles with LLVM's SLP vectoriser off (``NUMBA_SLP_VECTORIZE=0``), and
+without it the micro-kernel is scalar code, several times slower. Numba reads
+``numba.config.SLP_VECTORIZE`` each time it optimises a function, so :func:`call` switches it on
+only while a kernel of this package compiles (on its first call for given argument types), holding
+Numba's compiler lock so that no other function compiles meanwhile; users set no environment
+variable, and no other Numba code in the process is compiled differently. The generated functions
+are compiled (and cached on disk) like the module's own: their code objects name this file.
 """
 from __future__ import annotations
 
@@ -25,184 +28,118 @@ import contextlib
 import math
 
 import numpy as np
-from numba import njit, prange
-from numba.core import config as _numba_config
+from llvmlite import ir
+from numba import njit, typeof, types
+from numba.core import config as numba_config
 from numba.core.compiler_lock import global_compiler_lock
+from numba.extending import intrinsic, overload
 
-from .scalar import exp2_poly
-
-__all__ = ["gemm", "fused_forward", "tile_shape", "slp_compile", "TILE_SHAPES"]
-
-LN2 = 0.6931471805599453
-_FM = {"contract", "reassoc", "arcp"}  # as the other CPU kernels: NaN and -inf keep their meaning
-
-#: (RR, CC) register block by head dimension, chosen by measurement (Chapter 4 gives the table)
-TILE_SHAPES = {32: (4, 32), 64: (4, 32), 128: (4, 32)}
-DEFAULT_SHAPE = (4, 32)
-
-
-def tile_shape(d: int) -> tuple[int, int]:
-    """The ``(RR, CC)`` register block used for head dimension ``d``."""
-    return TILE_SHAPES.get(d, DEFAULT_SHAPE)
+__all__ = ["gemm", "exp2_neg", "float32_from_bits", "slp_compile", "call"]
 
 
 @contextlib.contextmanager
 def slp_compile():
     """Compile with LLVM's SLP vectoriser on, and nothing else compiling meanwhile."""
     with global_compiler_lock:
-        old = _numba_config.SLP_VECTORIZE
-        _numba_config.SLP_VECTORIZE = 1
+        old = numba_config.SLP_VECTORIZE
+        numba_config.SLP_VECTORIZE = 1
         try:
             yield
         finally:
-            _numba_config.SLP_VECTORIZE = old
+            numba_config.SLP_VECTORIZE = old
+
+
+def call(kernel, *args):
+    """``kernel(*args)``; the first call for these argument types compiles under :func:`slp_compile`."""
+    if tuple(typeof(a) for a in args) not in kernel.overloads:
+        with slp_compile():
+            return kernel(*args)
+    return kernel(*args)
 
 
 _GEMMS: dict = {}
 
 
-def gemm(RR: int, CC: int, add: bool):
-    """Generated ``C[coff + r*ldc + c] (=|+=) sum_k A[aoff + r*lda + k] * B[boff + k*ldb + c]`` for
-    ``r < M`` (a multiple of ``RR``) and ``c < NC`` (a multiple of ``CC``), reduction length ``Kd``,
-    on flat float32 arrays."""
-    key = (RR, CC, add)
+def gemm(rr: int, cc: int, add: bool):
+    """The generated micro-kernel ``C[coff + r*ldc + c] (=|+=) sum_k A[aoff + r*ars + k*aks] *
+    B[boff + k*ldb + c]`` for ``r < M`` (a multiple of ``rr``), ``c < NC`` (a multiple of ``cc``),
+    ``k < Kd``, on flat arrays of one dtype; ``zero`` is a 0 of that dtype."""
+    key = (rr, cc, add)
     if key in _GEMMS:
         return _GEMMS[key]
     u = "np.uint64"
-    acc = [[f"s{r}_{c}" for c in range(CC)] for r in range(RR)]
-    src = ["def kernel(A, aoff, lda, B, boff, ldb, C, coff, ldc, M, NC, Kd):",
-           f"    for r in range(0, M, {RR}):",
-           f"        for c in range(0, NC, {CC}):"]
-    src += [f"            pa{r} = {u}(aoff + (r + {r}) * lda)" for r in range(RR)]
-    src += [f"            {acc[r][c]} = np.float32(0.0)" for r in range(RR) for c in range(CC)]
+    name = f"gemm_{rr}x{cc}_{'add' if add else 'set'}"
+    acc = [[f"s{r}_{c}" for c in range(cc)] for r in range(rr)]
+    src = [f"def {name}(A, aoff, ars, aks, B, boff, ldb, C, coff, ldc, M, NC, Kd, zero):",
+           f"    for r in range(0, M, {rr}):",
+           f"        for c in range(0, NC, {cc}):"]
+    src += [f"            pa{r} = {u}(aoff + (r + {r}) * ars)" for r in range(rr)]
+    src += [f"            {acc[r][c]} = zero" for r in range(rr) for c in range(cc)]
     src += [f"            pb = {u}(boff + c)", "            for k in range(Kd):",
-            f"                kk = {u}(k)", f"                q = pb + kk * {u}(ldb)"]
-    src += [f"                b{c} = B[q + {u}({c})]" for c in range(CC)]
-    for r in range(RR):
-        src.append(f"                x = A[pa{r} + kk]")
-        src += [f"                {acc[r][c]} += x * b{c}" for c in range(CC)]
+            f"                kk = {u}(k)", f"                q = pb + kk * {u}(ldb)",
+            f"                ka = kk * {u}(aks)"]
+    src += [f"                b{c} = B[q + {u}({c})]" for c in range(cc)]
+    for r in range(rr):
+        src.append(f"                x = A[pa{r} + ka]")
+        src += [f"                {acc[r][c]} += x * b{c}" for c in range(cc)]
     op = "+=" if add else "="
-    for r in range(RR):
+    for r in range(rr):
         src.append(f"            pc = {u}(coff + (r + {r}) * ldc + c)")
-        src += [f"            C[pc + {u}({c})] {op} {acc[r][c]}" for c in range(CC)]
-    ns = {"np": np}
-    exec(compile("\n".join(src), f"<gemm {RR}x{CC} {'add' if add else 'set'}>", "exec"), ns)
-    # 'contract' only: FMAs, no reassociation, so the loop vectoriser leaves the k loop alone and
-    # the SLP vectoriser packs the independent accumulators
-    _GEMMS[key] = njit(fastmath={"contract"})(ns["kernel"])
+        src += [f"            C[pc + {u}({c})] {op} {acc[r][c]}" for c in range(cc)]
+    ns = {"np": np, "__name__": __name__}
+    # the code object names this file, so Numba can cache the compiled function next to the module's
+    exec(compile("\n".join(src), __file__, "exec"), ns)
+    # 'contract' only: FMAs but no reassociation, so the loop vectoriser leaves the k loop alone and
+    # the SLP vectoriser packs the independent accumulators of a row
+    _GEMMS[key] = njit(fastmath={"contract"}, cache=True)(ns[name])
     return _GEMMS[key]
 
 
-_FORWARDS: dict = {}
+@intrinsic
+def float32_from_bits(typingctx, bits):
+    """The float32 whose bit pattern is the low 32 bits of the integer ``bits`` (a register move,
+    vectorisable)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        if bits.bitwidth > 32:
+            x = builder.trunc(x, ir.IntType(32))
+        elif bits.bitwidth < 32:
+            x = builder.zext(x, ir.IntType(32))
+        return builder.bitcast(x, ir.FloatType())
+
+    return types.float32(bits), codegen
 
 
-def fused_forward(RR: int, CC: int):
-    """The fused float32 forward kernel for register block ``RR x CC`` (generated and compiled once)."""
-    key = (RR, CC)
-    if key not in _FORWARDS:
-        _FORWARDS[key] = _make_forward(RR, CC, gemm(RR, CC, False), gemm(RR, CC, True))
-    return _FORWARDS[key]
+def exp2_neg(x):
+    """``2 ** x`` for ``x <= 0`` (``-inf`` gives 0, NaN stays NaN), inside Numba code only."""
+    raise NotImplementedError("exp2_neg runs inside Numba-compiled code")
 
 
-def _make_forward(RR, CC, g_set, g_add):
-    @njit(fastmath=_FM)
-    def softmax_strip(S, Bp, r, nr, nc, block, tiles, tid, m, l, acc, dvp, ibuf, fbuf, bad):
-        """Rows ``r .. r+RR`` of the score strip ``S`` [RR, Bp] -> weights, updating m, l and acc."""
-        for rr in range(RR):
-            i = r + rr
-            o = rr * Bp
-            if tid >= 0 and i < block:
-                for j in range(nc):
-                    if tiles[tid, i, j] == 0:
-                        S[o + j] = -np.inf
-            for j in range(nc, Bp):
-                S[o + j] = -np.inf
-            mold = m[i]
-            mx = mold
-            for j in range(nc):
-                mx = max(mx, S[o + j])
-            if mx != mx:
-                bad[i] = True
-                mx = mold
-            shift = np.float32(0.0) if mx == -np.inf else mx
-            for j in range(Bp):
-                x = S[o + j] - shift
-                p, n = exp2_poly(x)
-                S[o + j] = p
-                ibuf[j] = n
-            tot = np.float32(0.0)
-            for j in range(Bp):
-                e = S[o + j] * fbuf[j]
-                S[o + j] = e
-                tot += e
-            if mx > mold:
-                a = exp2_poly_scalar(mold - mx) if mold > -np.inf else np.float32(0.0)
-                l[i] = l[i] * a + tot
-                ao = i * dvp
-                for c in range(dvp):
-                    acc[ao + c] *= a
-                m[i] = mx
-            else:
-                l[i] += tot
-
-    @njit(parallel=True, fastmath=_FM)
-    def forward(qp, kT, vt, scale2, block, n_heads, n_q, n_k, indptr, indices, tile_of, tiles, out, lse):
-        """qp [BH, n_qb*block, d]; kT [BH, n_kb, d, Bp]; vt [BH, n_kb, Bp, dvp] (zero padded)."""
-        BH, _, d = qp.shape
-        n_kb, Bp = kT.shape[1], kT.shape[3]
-        dvp = vt.shape[3]
-        dv = out.shape[2]
-        n_qb = indptr.shape[1] - 1
-        Bq = (block + RR - 1) // RR * RR
-        kTf = kT.ravel()
-        vtf = vt.ravel()
-        for task in prange(BH * n_qb):
-            bh = task // n_qb
-            qb = task % n_qb
-            h = bh % n_heads
-            r0 = qb * block
-            nr = min(block, n_q - r0)
-            Q = np.zeros(Bq * d, dtype=np.float32)
-            for i in range(nr):
-                for x in range(d):
-                    Q[i * d + x] = qp[bh, r0 + i, x] * scale2
-            m = np.full(Bq, -np.inf, dtype=np.float32)
-            l = np.zeros(Bq, dtype=np.float32)
-            bad = np.zeros(Bq, dtype=np.bool_)
-            acc = np.zeros(Bq * dvp, dtype=np.float32)
-            S = np.empty(RR * Bp, dtype=np.float32)
-            ibuf = np.empty(Bp, dtype=np.int32)
-            fbuf = ibuf.view(np.float32)
-            for p in range(indptr[h, qb], indptr[h, qb + 1]):
-                kb = indices[p]
-                nc = min(block, n_k - kb * block)
-                tid = tile_of[p]
-                koff = (bh * n_kb + kb) * d * Bp
-                voff = (bh * n_kb + kb) * Bp * dvp
-                for r in range(0, nr, RR):
-                    g_set(Q, r * d, d, kTf, koff, Bp, S, 0, Bp, RR, Bp, d)
-                    softmax_strip(S, Bp, r, nr, nc, block, tiles, tid, m, l, acc, dvp, ibuf, fbuf, bad)
-                    g_add(S, 0, Bp, vtf, voff, dvp, acc, r * dvp, dvp, RR, dvp, Bp)
-            for i in range(nr):
-                if bad[i] or l[i] != l[i]:
-                    for c in range(dv):
-                        out[bh, r0 + i, c] = np.nan
-                    lse[bh, r0 + i] = np.nan
-                elif l[i] > 0:
-                    inv = np.float32(1.0) / l[i]
-                    for c in range(dv):
-                        out[bh, r0 + i, c] = acc[i * dvp + c] * inv
-                    lse[bh, r0 + i] = (m[i] + math.log2(l[i])) * LN2
-                else:
-                    for c in range(dv):
-                        out[bh, r0 + i, c] = 0.0
-                    lse[bh, r0 + i] = -np.inf
-
-    return forward
-
-
-@njit(inline="always", fastmath=_FM)
-def exp2_poly_scalar(x):
-    """``2 ** x`` (float32, x <= 0) from :func:`exp2_poly` without the buffer trick."""
-    p, n = exp2_poly(x)
-    return p * np.float32(2.0) ** np.float32(n // 8388608 - 127) if p != 0 else p
+@overload(exp2_neg, jit_options={"fastmath": {"contract", "reassoc", "arcp"}})
+def _exp2_neg_impl(x):
+    if x == types.float32:
+        def impl(x):
+            # 2**x = 2**k * 2**f with k = round(x), f in [-0.5, 0.5]: a degree-6 polynomial (relative
+            # error ~2e-7) times 2**k built from the exponent bits; no libm call, so loops vectorise.
+            # Below -126 the result is 0 (this includes -inf); NaN is passed through.
+            t = max(x, np.float32(-126.0))
+            k = np.int32(t - np.float32(0.5))  # truncation toward 0 of a negative number: ~round(t)
+            f = t - np.float32(k)
+            p = np.float32(1.5403530393381606e-4)
+            p = p * f + np.float32(1.3333558146428443e-3)
+            p = p * f + np.float32(9.618129107628477e-3)
+            p = p * f + np.float32(5.550410866482158e-2)
+            p = p * f + np.float32(0.2402265069591007)
+            p = p * f + np.float32(0.6931471805599453)
+            p = p * f + np.float32(1.0)
+            e = p * float32_from_bits((k + np.int32(127)) << np.int32(23))
+            return e if x > np.float32(-126.0) else (x if x != x else np.float32(0.0))
+        return impl
+    if x == types.float64:
+        def impl(x):
+            return math.exp2(x)  # exact to rounding: the float64 path is the exact one
+        return impl
+    return None
