@@ -38,15 +38,18 @@ CASES = {
     "causal-d12": dict(kind="causal", n_q=20, n_k=20, block=8, heads=2, layout_heads=2, batch=1, d=12, d_v=8),
     "rect-shared": dict(kind="window-global", n_q=19, n_k=27, block=8, heads=2, layout_heads=1, batch=1, d=8, d_v=6),
     "dense-block12": dict(kind="dense", n_q=26, n_k=26, block=12, heads=1, layout_heads=1, batch=1, d=8, d_v=8),
+    "grouped-query": dict(kind="window", window=4, n_q=19, n_k=19, block=8, heads=4, kv_heads=2, layout_heads=1,
+                          batch=1, d=8, d_v=8, torch=True),
 }
 
 
 def _inputs(i, spec):
     rng = np.random.default_rng(100 + i)
     lead = (spec["batch"], spec["heads"])
+    lead_kv = (spec["batch"], spec.get("kv_heads", spec["heads"]))  # fewer: grouped-query heads
     q = rng.standard_normal(lead + (spec["n_q"], spec["d"])).astype(np.float32)
-    k = rng.standard_normal(lead + (spec["n_k"], spec["d"])).astype(np.float32)
-    v = rng.standard_normal(lead + (spec["n_k"], spec["d_v"])).astype(np.float32)
+    k = rng.standard_normal(lead_kv + (spec["n_k"], spec["d"])).astype(np.float32)
+    v = rng.standard_normal(lead_kv + (spec["n_k"], spec["d_v"])).astype(np.float32)
     dout = rng.standard_normal(lead + (spec["n_q"], spec["d_v"])).astype(np.float32)
     return q, k, v, dout
 
@@ -77,7 +80,9 @@ def _oracle(spec, q, k, v, dout):
     if spec["layout_heads"] == 1:
         mask = mask[0]
     qt, kt, vt = (torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in (q, k, v))
-    out, lse = attention(qt, kt, vt, mask=mask, return_lse=True)
+    group = spec["heads"] // spec.get("kv_heads", spec["heads"])
+    out, lse = attention(qt, kt.repeat_interleave(group, 1), vt.repeat_interleave(group, 1), mask=mask,
+                         return_lse=True)
     (out * torch.from_numpy(dout).double()).sum().backward()
     allowed = np.broadcast_to(mask.numpy().any(-1), out.shape[:-1])
     return {"out": out.detach().numpy(), "lse": lse.detach().numpy(), "dq": qt.grad.numpy(),
@@ -122,12 +127,14 @@ def test_the_torch_autograd_function_of_the_cuda_path(sim):
     """block_sparse_attention's CUDA autograd Function (reshapes, saved tensors, backward), run in
     the simulator on numpy views of CPU tensors: same results as the kernels on numpy arrays."""
     inputs, res = sim
-    ref, _ = _oracle(CASES["window"], *inputs["window"])
-    for name in ("out", "lse", "dq", "dk", "dv"):
-        got = res[f"window/torch_{name}"]
-        assert got.shape == ref[name].shape, name
-        np.testing.assert_array_equal(got, res[f"window/{name}"], err_msg=name)
-    np.testing.assert_allclose(res["window/torch_dq"], ref["dq"], atol=ATOL, rtol=1e-5)
+    for case in ("window", "grouped-query"):
+        ref, _ = _oracle(CASES[case], *inputs[case])
+        for name in ("out", "lse", "dq", "dk", "dv"):
+            got = res[f"{case}/torch_{name}"]
+            assert got.shape == ref[name].shape, name
+            np.testing.assert_allclose(got, res[f"{case}/{name}"], atol=1e-6, rtol=0, err_msg=f"{case} {name}")
+        for name in ("dq", "dk", "dv"):
+            np.testing.assert_allclose(res[f"{case}/torch_{name}"], ref[name], atol=ATOL, rtol=1e-5)
 
 
 def test_fully_masked_rows_are_present():

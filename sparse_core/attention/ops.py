@@ -1,6 +1,7 @@
 """``block_sparse_attention``: attention that computes only the blocks a ``BlockLayout`` keeps.
 
-numpy arrays and CPU torch tensors run the Numba CPU kernels (:mod:`sparse_core.kernels.cpu`);
+numpy arrays and CPU torch tensors run the fused Numba CPU kernels (:mod:`sparse_core.kernels.cpu`:
+register-blocked micro-kernels for the tile products, the softmax between them);
 CUDA torch tensors (float32) run the Numba CUDA kernels (:mod:`sparse_core.kernels.cuda`) on the
 tensors' memory, zero-copy through ``__cuda_array_interface__``, on the current torch stream.
 Both torch paths are ``torch.autograd.Function`` subclasses with a FlashAttention-2-style
@@ -151,10 +152,13 @@ def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: f
     Parameters
     ----------
     q, k, v:
-        ``[batch, heads, n_q, d]``, ``[batch, heads, n_k, d]``, ``[batch, heads, n_k, d_v]`` (or
-        without the batch dimension), float32 or float64, numpy arrays or CPU torch tensors
+        ``[batch, heads, n_q, d]``, ``[batch, kv_heads, n_k, d]``, ``[batch, kv_heads, n_k, d_v]``
+        (or without the batch dimension), float32 or float64, numpy arrays or CPU torch tensors
         (differentiable); or float32 CUDA torch tensors (differentiable; run by the Numba CUDA
-        kernels). Non-contiguous inputs are copied.
+        kernels). Non-contiguous inputs are copied. ``kv_heads`` divides ``heads``
+        (grouped-query attention, FlexAttention's ``enable_gqa``): query head ``h`` uses key/value
+        head ``h // (heads // kv_heads)``; ``kv_heads = 1`` is multi-query attention. The CPU
+        kernels read the shared heads in place; the CUDA path expands them per query head.
     layout:
         ``pattern.to_layout(n_q, n_k, block_size, n_heads)``; ``n_heads`` must equal the inputs'
         heads, or be 1 to share one layout across heads.
@@ -173,6 +177,9 @@ def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: f
         require_cuda_backend(q.device)
         if _CUDA_FUNCTION is None:
             _CUDA_FUNCTION = _make_cuda_function()
+        group = q.shape[-3] // k.shape[-3]
+        if group > 1:  # the CUDA kernels read one key/value head per query head: expand (autograd sums back)
+            k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
         out, lse = _CUDA_FUNCTION.apply(q, k, v, layout, scale)
     else:
         if _FUNCTION is None:

@@ -608,6 +608,15 @@ def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
 
     q, k, v = (np.asarray(x, dtype=np.float32) for x in (q, k, v))
     check_inputs(q, k, v, layout)
+    group = q.shape[-3] // k.shape[-3] if k.shape[-3] else 1
+    if group > 1:  # grouped-query heads: these kernels read one key/value head per query head
+        shape_k, shape_v = k.shape, v.shape
+        k, v = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
+        res = attention_numpy(q, k, v, layout, scale, dout, tiles)
+        if "dk" in res:  # the gradient of a shared head is the sum over the query heads reading it
+            res["dk"] = res["dk"].reshape(shape_k[:-2] + (group,) + shape_k[-2:]).sum(-3)
+            res["dv"] = res["dv"].reshape(shape_v[:-2] + (group,) + shape_v[-2:]).sum(-3)
+        return res
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     lead = q.shape[:-2]
