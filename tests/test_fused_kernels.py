@@ -169,8 +169,10 @@ def test_exp2_is_accurate_and_keeps_minus_inf_and_nan():
 def test_micro_kernel_is_vector_code_without_any_setting():
     from numba.core import config
 
+    from numba import njit
+
     before = config.SLP_VECTORIZE
-    g = mk.gemm(2, 16, False)  # a shape of its own, compiled here
+    g = njit(fastmath={"contract"})(mk.gemm(2, 16, False).py_func)  # uncached: compiled here, through mk.call
     a = np.ones(2 * 8, np.float32)
     b = np.ones(8 * 16, np.float32)
     c = np.zeros(2 * 16, np.float32)

@@ -44,7 +44,7 @@ from . import microkernels as mk
 from .tables import kernel_tables
 
 __all__ = ["run_forward", "run_backward", "forward", "backward_dkdv", "backward_dq", "tile_products",
-           "RR", "CC", "variant"]
+           "forward_args", "backward_args", "RR", "CC", "variant"]
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -361,63 +361,81 @@ def _flat3(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.reshape((-1,) + x.shape[-2:]))
 
 
-def _packed(x3: np.ndarray, n_kb: int, block: int, cols: int, transpose: bool) -> np.ndarray:
+def _packed(x3: np.ndarray, n_kb: int, block: int, cols: int, transpose: bool, cc: int = CC) -> np.ndarray:
     """Per-key-block tiles of ``x3 [BH, n, c]``: ``[BH, n_kb, Bp, cols]`` or, transposed,
-    ``[BH, n_kb, c, Bp]`` (``Bp`` = block rounded up to ``CC``), zero padded."""
-    Bp = _up(block, CC)
+    ``[BH, n_kb, c, Bp]`` (``Bp`` = block rounded up to ``cc``), zero padded."""
+    Bp = _up(block, cc)
     shape = (x3.shape[0], n_kb, x3.shape[2], Bp) if transpose else (x3.shape[0], n_kb, Bp, cols)
     out = np.zeros(shape, dtype=x3.dtype)
     mk.call(pack_tiles, x3, block, Bp, cols, transpose, out)
     return out
 
 
-def run_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(out, lse)`` of the forward kernel on numpy ``[..., heads, n, d]`` arrays (checked by the
-    caller; ``k``, ``v`` may have fewer heads, a divisor of ``q``'s: grouped-query attention): lays
-    keys and values out tile by tile and runs :func:`forward`. The kernels it runs are defined in Chapter 4."""
+def forward_args(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout, scale: float, cc: int = CC) -> tuple:
+    """The arguments of :func:`forward` for numpy ``[..., heads, n, d]`` inputs (non-empty), its
+    outputs ``out``, ``lse`` ``[BH, ...]`` among them; ``cc`` the column width of the micro-kernel."""
     t = kernel_tables(layout)
     B, n_kb = layout.block_size, layout.n_kb
-    lead = q.shape[:-2]
     group = max(1, q.shape[-3] // max(1, k.shape[-3]))
     q3, k3, v3 = _flat3(q), _flat3(k), _flat3(v)
     n_q, n_k, dv = q3.shape[1], k3.shape[1], v3.shape[2]
     out = np.empty((q3.shape[0], n_q, dv), dtype=q3.dtype)
     lse = np.empty((q3.shape[0], n_q), dtype=q3.dtype)
-    if n_q and n_k and q3.shape[0]:
-        kT = _packed(k3, n_kb, B, 0, True)
-        vt = _packed(v3, n_kb, B, _up(dv, CC), False)
-        mk.call(forward, q3, kT, vt, q3.dtype.type(scale * LOG2E), B, layout.n_heads, group, n_k,
-                t["indptr"], t["indices"], t["tile_of"], t["tiles"], out, lse)
+    kT = _packed(k3, n_kb, B, 0, True, cc)
+    vt = _packed(v3, n_kb, B, _up(dv, cc), False, cc)
+    return (q3, kT, vt, q3.dtype.type(scale * LOG2E), B, layout.n_heads, group, n_k, t["indptr"], t["indices"],
+            t["tile_of"], t["tiles"], out, lse)
+
+
+def backward_args(q, k, v, out, lse, dout, layout, scale: float, cc: int = CC) -> tuple[tuple, tuple]:
+    """The arguments of :func:`backward_dkdv` and :func:`backward_dq` (non-empty inputs), the
+    gradients ``dq``, ``dk``, ``dv`` ``[BH, ...]`` among them."""
+    t = kernel_tables(layout)
+    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
+    group = max(1, q.shape[-3] // max(1, k.shape[-3]))
+    q3, k3, v3, o3, do3 = (_flat3(x) for x in (q, k, v, out, dout))
+    do3 = do3.astype(q3.dtype, copy=False)
+    n_q, n_k, d = q3.shape[1], k3.shape[1], q3.shape[2]
+    dq, dk, dvo = np.zeros_like(q3), np.zeros_like(k3), np.zeros_like(v3)
+    dt = q3.dtype.type
+    lse2 = np.full((q3.shape[0], n_qb * B), -np.inf, dtype=q3.dtype)
+    lse2[:, :n_q] = lse.reshape(-1, n_q) * dt(LOG2E)
+    delta = np.zeros((q3.shape[0], n_qb * B), dtype=q3.dtype)
+    delta[:, :n_q] = np.einsum("bic,bic->bi", do3.astype(np.float64), o3.astype(np.float64))
+    kT = _packed(k3, n_kb, B, 0, True, cc)
+    vT = _packed(v3, n_kb, B, 0, True, cc)
+    kt = _packed(k3, n_kb, B, _up(d, cc), False, cc)
+    scale2 = dt(scale * LOG2E)
+    dkdv = (q3, do3, kT, vT, lse2, delta, scale2, B, layout.n_heads, group, n_k,
+            t["t_indptr"], t["t_indices"], t["t_tile_of"], t["tiles"], dk, dvo)
+    dqa = (q3, do3, kT, kt, vT, lse2, delta, scale2, dt(scale), B, layout.n_heads, group, n_k,
+           t["indptr"], t["indices"], t["tile_of"], t["tiles"], dq)
+    return dkdv, dqa
+
+
+def run_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(out, lse)`` of the forward kernel on numpy ``[..., heads, n, d]`` arrays (checked by the
+    caller; ``k``, ``v`` may have fewer heads, a divisor of ``q``'s: grouped-query attention): lays
+    keys and values out tile by tile and runs :func:`forward`. The kernels it runs are defined in Chapter 4."""
+    lead = q.shape[:-2]
+    n_q, n_k, dv = q.shape[-2], k.shape[-2], v.shape[-1]
+    if n_q and n_k and q.size:
+        args = forward_args(q, k, v, layout, scale)
+        mk.call(forward, *args)
+        out, lse = args[-2], args[-1]
     else:
-        out[...] = 0
-        lse[...] = -np.inf
-    return out.reshape(lead + out.shape[-2:]), lse.reshape(lead + lse.shape[-1:])
+        out = np.zeros(lead + (n_q, dv), dtype=q.dtype)
+        lse = np.full(lead + (n_q,), -np.inf, dtype=q.dtype)
+    return out.reshape(lead + (n_q, dv)), lse.reshape(lead + (n_q,))
 
 
 def run_backward(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray, lse: np.ndarray, dout: np.ndarray,
                  layout, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(dq, dk, dv)``: the gradients of ``sum(out * dout)`` from the backward kernels
     (:func:`backward_dkdv`, :func:`backward_dq`). The kernels it runs are defined in Chapter 4."""
-    t = kernel_tables(layout)
-    B, n_qb, n_kb = layout.block_size, layout.n_qb, layout.n_kb
-    shape_q, shape_k, shape_v = q.shape, k.shape, v.shape
-    group = max(1, q.shape[-3] // max(1, k.shape[-3]))
-    q3, k3, v3, o3, do3 = (_flat3(x) for x in (q, k, v, out, dout))
-    do3 = do3.astype(q3.dtype, copy=False)
-    n_q, n_k, d, dv = q3.shape[1], k3.shape[1], q3.shape[2], v3.shape[2]
-    dq, dk, dvo = np.zeros_like(q3), np.zeros_like(k3), np.zeros_like(v3)
-    if n_q and n_k and q3.shape[0]:
-        dt = q3.dtype.type
-        lse2 = np.full((q3.shape[0], n_qb * B), -np.inf, dtype=q3.dtype)
-        lse2[:, :n_q] = lse.reshape(-1, n_q) * dt(LOG2E)
-        delta = np.zeros((q3.shape[0], n_qb * B), dtype=q3.dtype)
-        delta[:, :n_q] = np.einsum("bic,bic->bi", do3.astype(np.float64), o3.astype(np.float64))
-        kT = _packed(k3, n_kb, B, 0, True)
-        vT = _packed(v3, n_kb, B, 0, True)
-        kt = _packed(k3, n_kb, B, _up(d, CC), False)
-        scale2 = dt(scale * LOG2E)
-        mk.call(backward_dkdv, q3, do3, kT, vT, lse2, delta, scale2, B, layout.n_heads, group, n_k,
-                t["t_indptr"], t["t_indices"], t["t_tile_of"], t["tiles"], dk, dvo)
-        mk.call(backward_dq, q3, do3, kT, kt, vT, lse2, delta, scale2, dt(scale), B, layout.n_heads, group, n_k,
-                t["indptr"], t["indices"], t["tile_of"], t["tiles"], dq)
-    return dq.reshape(shape_q), dk.reshape(shape_k), dvo.reshape(shape_v)
+    if not (q.shape[-2] and k.shape[-2] and q.size):
+        return np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    dkdv, dqa = backward_args(q, k, v, out, lse, dout, layout, scale)
+    mk.call(backward_dkdv, *dkdv)
+    mk.call(backward_dq, *dqa)
+    return dqa[-1].reshape(q.shape), dkdv[-2].reshape(k.shape), dkdv[-1].reshape(v.shape)
