@@ -29,10 +29,13 @@ from torch import nn
 from .ops import block_sparse_attention
 from ..patterns import Pattern
 
-__all__ = ["AttentionCore", "CausalCore", "DenseCore", "BlockSparseCore", "layout_for", "LAYOUT_CACHE_SIZE"]
+__all__ = ["AttentionCore", "CausalCore", "DenseCore", "BlockSparseCore", "layout_for", "LAYOUT_CACHE_SIZE", "DECODE_MAX_ROWS"]
 
 #: how many layouts :func:`layout_for` keeps (least recently used ones are dropped)
 LAYOUT_CACHE_SIZE = 64
+
+#: most query rows per step that :meth:`BlockSparseCore.rows` gives to the decoding kernel
+DECODE_MAX_ROWS = 16
 
 
 @functools.lru_cache(maxsize=LAYOUT_CACHE_SIZE)
@@ -167,6 +170,27 @@ class BlockSparseCore(CausalCore):
         i, j = q_pos[None, :, None], torch.arange(n_k, device=q_pos.device)[None, None, :]
         h = torch.arange(self.layout_heads, device=q_pos.device)[:, None, None]
         return self.pattern.mask_mod(0, h, i, j) & super().keep(q_pos, n_k)
+
+    def rows(self, q, k, v, offset: int):
+        """Decoding rows. On the CPU without gradients (as :func:`~sparse_core.models.gpt_neox.generate`
+        runs), up to :data:`DECODE_MAX_ROWS` rows go to the decoding kernel
+        (:mod:`sparse_core.kernels.decode`): it reads only the kept key blocks of the cache, in
+        place, with grouped-query heads shared. Otherwise the masked dense rows of :class:`CausalCore`."""
+        T, n_k = q.shape[-2], k.shape[-2]
+        fast = (q.device.type == "cpu" and q.ndim == 4 and T <= DECODE_MAX_ROWS and q.dtype in (torch.float32, torch.float64)
+                and k.dtype == q.dtype and v.dtype == q.dtype
+                and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)))
+        if not fast:
+            return super().rows(q, k, v, offset)
+        from ..kernels import decode
+
+        key = ("decode", offset, T, n_k)
+        if self._step_mask is None or self._step_mask[0] != key:
+            self._step_mask = (key, decode.decode_tables(self.pattern, self.layout_heads, self.block_size, offset, T,
+                                                         n_k, self.causal, layout_for))
+        out, _ = decode.run_decode(q.detach().numpy(), k.detach().numpy(), v.detach().numpy(), self._step_mask[1],
+                                   self.block_size, self.layout_heads, 1.0 / math.sqrt(q.shape[-1]))
+        return torch.from_numpy(out)
 
     def extra_repr(self) -> str:
         return f"pattern={self.pattern!r}, block_size={self.block_size}, causal={self.causal}"

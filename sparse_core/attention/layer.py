@@ -46,10 +46,16 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far (``(B, nh, length, hs)`` each)."""
+    """Keys and values of every layer for the tokens seen so far (``(B, nh, length, hs)`` each).
+
+    Each layer's entries live in a buffer with spare rows (its capacity doubles when full), so
+    appending a token copies only that token: ``layers[i]`` are views of the first ``length`` rows
+    (what a decoding kernel reads in place, :func:`sparse_core.kernels.decode.cache_base`).
+    """
 
     def __init__(self, num_layers: int):
         self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
 
     @property
     def length(self) -> int:
@@ -58,11 +64,22 @@ class KVCache:
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Add ``k, v (B, nh, T, hs)`` to layer ``layer``'s entries; returns all of them."""
-        past = self.layers[layer]
-        if past is not None:
-            k, v = torch.cat((past[0], k), dim=-2), torch.cat((past[1], v), dim=-2)
-        self.layers[layer] = (k, v)
-        return k, v
+        past, buf = self.layers[layer], self._buffers[layer]
+        n0 = 0 if past is None else past[0].shape[-2]
+        n1 = n0 + k.shape[-2]
+        if past is not None and (past[0].shape[:-2] != k.shape[:-2] or past[1].shape[:-2] != v.shape[:-2]):
+            raise ValueError(f"cache of layer {layer} holds {tuple(past[0].shape)}, cannot append {tuple(k.shape)}")
+        if buf is None or buf[0].shape[-2] < n1 or buf[0].dtype != k.dtype or buf[0].device != k.device:
+            cap = max(n1, 2 * (buf[0].shape[-2] if buf is not None else 0), 16)
+            new = tuple(x.new_empty(x.shape[:-2] + (cap, x.shape[-1])) for x in (k, v))
+            if past is not None:
+                new[0][..., :n0, :].copy_(past[0])
+                new[1][..., :n0, :].copy_(past[1])
+            buf = self._buffers[layer] = new
+        buf[0][..., n0:n1, :].copy_(k)
+        buf[1][..., n0:n1, :].copy_(v)
+        self.layers[layer] = (buf[0][..., :n1, :], buf[1][..., :n1, :])
+        return self.layers[layer]
 
 
 class MultiHeadAttention(nn.Module):

@@ -17,7 +17,8 @@ copying it.
 **The setting.** Numba compiles with LLVM's SLP vectoriser off (``NUMBA_SLP_VECTORIZE=0``), and
 without it the micro-kernel is scalar code, several times slower. Numba reads
 ``numba.config.SLP_VECTORIZE`` each time it optimises a function, so :func:`call` switches it on
-only while a kernel of this package compiles (on its first call for given argument types), holding
+only while a kernel of this package compiles (on its first call for given argument types:
+:func:`slp_dispatcher` wraps the dispatcher's compile step), holding
 Numba's compiler lock so that no other function compiles meanwhile; users set no environment
 variable, and no other Numba code in the process is compiled differently. The generated functions
 are compiled (and cached on disk) like the module's own: their code objects name this file.
@@ -34,7 +35,7 @@ from numba.core import config as numba_config
 from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic, overload
 
-__all__ = ["gemm", "exp2_neg", "float32_from_bits", "slp_compile", "call"]
+__all__ = ["gemm", "exp2_neg", "float32_from_bits", "slp_compile", "slp_dispatcher", "call"]
 
 
 @contextlib.contextmanager
@@ -49,12 +50,27 @@ def slp_compile():
             numba_config.SLP_VECTORIZE = old
 
 
+def slp_dispatcher(kernel):
+    """``kernel`` (a Numba dispatcher), made to compile every new signature under :func:`slp_compile`.
+
+    Numba's dispatcher calls its ``_compile_for_args`` only when no compiled version matches the
+    arguments; the instance's own attribute wraps it, so the usual call (type matching in C, a few
+    microseconds) stays as it is -- a decoding step calls its kernel thousands of times.
+    """
+    if "_compile_for_args" not in kernel.__dict__:
+        compile_for_args = kernel._compile_for_args
+
+        def _compile_for_args(*args, **kws):
+            with slp_compile():
+                return compile_for_args(*args, **kws)
+
+        kernel.__dict__["_compile_for_args"] = _compile_for_args
+    return kernel
+
+
 def call(kernel, *args):
-    """``kernel(*args)``; the first call for these argument types compiles under :func:`slp_compile`."""
-    if tuple(typeof(a) for a in args) not in kernel.overloads:
-        with slp_compile():
-            return kernel(*args)
-    return kernel(*args)
+    """``kernel(*args)``; a call that compiles (new argument types) compiles under :func:`slp_compile`."""
+    return slp_dispatcher(kernel)(*args)
 
 
 _GEMMS: dict = {}
