@@ -179,9 +179,9 @@ def test_kernels_type_and_lower_for_the_real_cuda_target():
     A3, A2 = types.Array(types.float32, 3, "C"), types.Array(types.float32, 2, "C")
     I2, I1 = types.Array(types.int64, 2, "C"), types.Array(types.int64, 1, "C")
     U3, f32, i64 = types.Array(types.uint8, 3, "C"), types.float32, types.int64
-    sigs = {"forward": (A3, A3, A3, f32, i64, I2, I1, I1, U3, A3, A2), "delta": (A3, A3, A2, A2, A2),
-            "dkdv": (A3, A3, A3, A3, A2, A2, f32, f32, i64, I2, I1, I1, U3, A3, A3),
-            "dq": (A3, A3, A3, A3, A2, A2, f32, f32, i64, I2, I1, I1, U3, A3)}
+    sigs = {"forward": (A3, A3, A3, f32, i64, i64, I2, I1, I1, U3, A3, A2), "delta": (A3, A3, A2, A2, A2),
+            "dkdv": (A3, A3, A3, A3, A2, A2, f32, f32, i64, i64, I2, I1, I1, U3, A3, A3),
+            "dq": (A3, A3, A3, A3, A2, A2, f32, f32, i64, i64, I2, I1, I1, U3, A3)}
     ks = K.kernels(128, 64, 64)
     for name, sig in sigs.items():
         ir = compile_cuda(ks[name].py_func, types.void, sig, cc=(9, 0)).library.get_llvm_str()

@@ -124,8 +124,11 @@ def _make_cuda_function(backend=None):
         def backward(ctx, dout, dlse):
             q3, k3, v3, out, lse = ctx.saved_tensors
             layout, dev = ctx.layout, q3.device
-            dq, dk, dv = (torch.zeros_like(x) for x in (q3, k3, v3))
             BH, n_q, n_k = q3.shape[0], q3.shape[1], k3.shape[1]
+            group = BH // max(1, k3.shape[0])
+            dq = torch.zeros_like(q3)  # dk, dv per query head; a group's share is summed below
+            dk = torch.zeros((BH,) + tuple(k3.shape[1:]), device=dev, dtype=torch.float32)
+            dv = torch.zeros((BH,) + tuple(v3.shape[1:]), device=dev, dtype=torch.float32)
             if BH and n_q and n_k:
                 do3 = dout.reshape(out.shape).to(torch.float32).contiguous()
                 delta, lse2 = torch.empty_like(lse), torch.empty_like(lse)
@@ -136,6 +139,9 @@ def _make_cuda_function(backend=None):
                     K.launch_backward(*views(q3, k3, v3, out, lse, do3, dq, dk, dv, delta, lse2), dtab,
                                       layout.block_size, layout.n_heads, ctx.scale, stream=stream_of(dev))
             sq, sk, sv = ctx.shapes
+            if group > 1:
+                dk = dk.view((k3.shape[0], group) + tuple(k3.shape[1:])).sum(1)
+                dv = dv.view((v3.shape[0], group) + tuple(v3.shape[1:])).sum(1)
             return dq.reshape(sq), dk.reshape(sk), dv.reshape(sv), None, None
 
     return BlockSparseAttentionCUDA
@@ -157,8 +163,8 @@ def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: f
         (differentiable); or float32 CUDA torch tensors (differentiable; run by the Numba CUDA
         kernels). Non-contiguous inputs are copied. ``kv_heads`` divides ``heads``
         (grouped-query attention, FlexAttention's ``enable_gqa``): query head ``h`` uses key/value
-        head ``h // (heads // kv_heads)``; ``kv_heads = 1`` is multi-query attention. The CPU
-        kernels read the shared heads in place; the CUDA path expands them per query head.
+        head ``h // (heads // kv_heads)``; ``kv_heads = 1`` is multi-query attention. Both the CPU
+        and the CUDA kernels read the shared heads in place (no copy per query head).
     layout:
         ``pattern.to_layout(n_q, n_k, block_size, n_heads)``; ``n_heads`` must equal the inputs'
         heads, or be 1 to share one layout across heads.
@@ -177,9 +183,6 @@ def block_sparse_attention(q: Any, k: Any, v: Any, layout: BlockLayout, scale: f
         require_cuda_backend(q.device)
         if _CUDA_FUNCTION is None:
             _CUDA_FUNCTION = _make_cuda_function()
-        group = q.shape[-3] // k.shape[-3]
-        if group > 1:  # the CUDA kernels read one key/value head per query head: expand (autograd sums back)
-            k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
         out, lse = _CUDA_FUNCTION.apply(q, k, v, layout, scale)
     else:
         if _FUNCTION is None:

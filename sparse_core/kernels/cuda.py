@@ -286,10 +286,11 @@ def _build_forward(cfg: TileConfig):
     place, stage_rows_t, stage_cols, outer, accumulate, _ = _tile_ops(cfg)
 
     @cuda.jit
-    def forward(q, k, v, scale2, n_heads, indptr, indices, tile_of, tiles, out, lse):
+    def forward(q, k, v, scale2, n_heads, group, indptr, indices, tile_of, tiles, out, lse):
         n_q = q.shape[1]
         n_k = k.shape[1]
         bh, qb, rb, r0, h, tx, ty, tid = place(n_heads)  # rb: first row inside the query block
+        kvh = bh // group  # grouped-query: the key/value head of this query head
         Qs = cuda.shared.array((D, QS), f32)  # Q^T * scale2
         KV = cuda.shared.array((BN, KS), f32)  # K tile, then V tile
         Ps = cuda.shared.array((BM, PS), f32)
@@ -314,7 +315,7 @@ def _build_forward(cfg: TileConfig):
                 c0 = ch * BN
                 k0 = kb * B + c0
                 cuda.syncthreads()  # readers of KV, Ps, red from the previous step are done
-                stage_cols(KV, k, bh, k0, c0, n_k, D, D, tid)
+                stage_cols(KV, k, kvh, k0, c0, n_k, D, D, tid)
                 cuda.syncthreads()
                 outer(s, Qs, KV, D, qr, kr, tx, ty)
                 for i in range(TM):
@@ -349,7 +350,7 @@ def _build_forward(cfg: TileConfig):
                     lsum[i] = lsum[i] * alpha + rs
                     for c in range(TDV):
                         acc[i, c] *= alpha
-                stage_cols(KV, v, bh, k0, c0, n_k, DV, DV, tid)
+                stage_cols(KV, v, kvh, k0, c0, n_k, DV, DV, tid)
                 cuda.syncthreads()
                 accumulate(acc, Ps, KV, TDV, qr, vr, tx, ty)
         cuda.syncthreads()
@@ -415,10 +416,11 @@ def _build_dkdv(cfg: TileConfig):
     place, stage_rows_t, stage_cols, outer, accumulate, store_rows = _tile_ops(cfg)
 
     @cuda.jit
-    def dkdv(q, k, v, do, lse2, delta, scale2, scale, n_heads, t_indptr, t_indices, t_tile_of, tiles, dk, dv):
+    def dkdv(q, k, v, do, lse2, delta, scale2, scale, n_heads, group, t_indptr, t_indices, t_tile_of, tiles, dk, dv):
         n_q = q.shape[1]
         n_k = k.shape[1]
         bh, kb, rb, r0, h, tx, ty, tid = place(n_heads)  # rb: first key inside the key block
+        kvh = bh // group  # dk, dv [bh]: this query head's share of its key/value head's gradient
         Ks = cuda.shared.array((D, RSTR), f32)  # K^T * scale2
         Vs = cuda.shared.array((DV, RSTR), f32)  # V^T
         Qc = cuda.shared.array((BN, QSTR), f32)
@@ -439,8 +441,8 @@ def _build_dkdv(cfg: TileConfig):
                 acc_k[i, c] = ZERO
             for c in range(TDV):
                 acc_v[i, c] = ZERO
-        stage_rows_t(Ks, k, bh, r0, rb, n_k, D, scale2, tid)
-        stage_rows_t(Vs, v, bh, r0, rb, n_k, DV, ONE, tid)
+        stage_rows_t(Ks, k, kvh, r0, rb, n_k, D, scale2, tid)
+        stage_rows_t(Vs, v, kvh, r0, rb, n_k, DV, ONE, tid)
         for p in range(t_indptr[h, kb], t_indptr[h, kb + 1]):
             qb = t_indices[p]
             t = t_tile_of[p]
@@ -501,10 +503,11 @@ def _build_dq(cfg: TileConfig):
     place, stage_rows_t, stage_cols, outer, accumulate, store_rows = _tile_ops(cfg)
 
     @cuda.jit
-    def dq_kernel(q, k, v, do, lse2, delta, scale2, scale, n_heads, indptr, indices, tile_of, tiles, dq):
+    def dq_kernel(q, k, v, do, lse2, delta, scale2, scale, n_heads, group, indptr, indices, tile_of, tiles, dq):
         n_q = q.shape[1]
         n_k = k.shape[1]
         bh, qb, rb, r0, h, tx, ty, tid = place(n_heads)
+        kvh = bh // group
         Qs = cuda.shared.array((D, RSTR), f32)  # Q^T * scale2
         Os = cuda.shared.array((DV, RSTR), f32)  # dO^T
         Kc = cuda.shared.array((BN, KSTR), f32)
@@ -538,8 +541,8 @@ def _build_dq(cfg: TileConfig):
                 c0 = ch * BN
                 k0 = kb * B + c0
                 cuda.syncthreads()  # readers of Kc, Vc, Ps from the previous step are done
-                stage_cols(Kc, k, bh, k0, c0, n_k, TX * TD, D, tid)
-                stage_cols(Vc, v, bh, k0, c0, n_k, DV, DV, tid)
+                stage_cols(Kc, k, kvh, k0, c0, n_k, TX * TD, D, tid)
+                stage_cols(Vc, v, kvh, k0, c0, n_k, DV, DV, tid)
                 cuda.syncthreads()
                 outer(s, Qs, Kc, D, ar, br, tx, ty)
                 outer(dp, Os, Vc, DV, ar, br, tx, ty)
@@ -568,7 +571,8 @@ def _grid(n_blocks: int, cfg: TileConfig, bh: int):
 
 def launch_forward(q, k, v, out, lse, tables, block, n_heads, scale, stream=0, tiles=None) -> None:
     """Run the forward kernel on device arrays (anything with ``__cuda_array_interface__`` that
-    Numba accepts): ``q [BH, n_q, d]``, ``k [BH, n_k, d]``, ``v [BH, n_k, d_v]`` float32,
+    Numba accepts): ``q [BH, n_q, d]``, ``k [BHkv, n_k, d]``, ``v [BHkv, n_k, d_v]`` float32
+    (``BHkv`` divides ``BH``: grouped-query heads, query row ``bh`` reads ``bh // (BH // BHkv)``),
     outputs ``out [BH, n_q, d_v]``, ``lse [BH, n_q]``; ``tables`` the device copies of
     :func:`~sparse_core.kernels.tables.kernel_tables` (:func:`~sparse_core.kernels.tables.device_tables`)."""
     BH, n_q, d = q.shape
@@ -576,24 +580,27 @@ def launch_forward(q, k, v, out, lse, tables, block, n_heads, scale, stream=0, t
     ks = kernels(block, d, d_v, tiles)
     cfg = ks["cfg_forward"]
     grid, threads = _grid(_ceil(n_q, block), cfg, BH)
-    ks["forward"][grid, threads, stream](q, k, v, np.float32(scale * LOG2E), n_heads, tables["indptr"],
+    ks["forward"][grid, threads, stream](q, k, v, np.float32(scale * LOG2E), n_heads, BH // k.shape[0], tables["indptr"],
                                          tables["indices"], tables["tile_of"], tables["tiles"], out, lse)
 
 
 def launch_backward(q, k, v, out, lse, dout, dq, dk, dv, delta, lse2, tables, block, n_heads, scale,
                     stream=0, tiles=None) -> None:
     """Run the backward kernels (``delta``, then ``dK, dV``, then ``dQ``) on device arrays;
-    ``delta`` and ``lse2`` are float32 ``[BH, n_q]`` scratch buffers."""
+    ``delta`` and ``lse2`` are float32 ``[BH, n_q]`` scratch buffers. ``dk``, ``dv`` are
+    ``[BH, n_k, d]`` per *query* head: with grouped-query inputs (``k``, ``v`` of ``BHkv`` rows) the
+    caller sums each group (one writer per output tile, no atomics); K and V are never copied."""
     BH, n_q, d = q.shape
     n_k, d_v = v.shape[1], v.shape[2]
     ks = kernels(block, d, d_v, tiles)
     s2, s1 = np.float32(scale * LOG2E), np.float32(scale)
+    group = BH // k.shape[0]
     ks["delta"][(_ceil(n_q, 128), BH), 128, stream](out, dout, lse, delta, lse2)
     grid, threads = _grid(_ceil(n_k, block), ks["cfg_dkdv"], BH)
-    ks["dkdv"][grid, threads, stream](q, k, v, dout, lse2, delta, s2, s1, n_heads, tables["t_indptr"],
+    ks["dkdv"][grid, threads, stream](q, k, v, dout, lse2, delta, s2, s1, n_heads, group, tables["t_indptr"],
                                       tables["t_indices"], tables["t_tile_of"], tables["tiles"], dk, dv)
     grid, threads = _grid(_ceil(n_q, block), ks["cfg_dq"], BH)
-    ks["dq"][grid, threads, stream](q, k, v, dout, lse2, delta, s2, s1, n_heads, tables["indptr"],
+    ks["dq"][grid, threads, stream](q, k, v, dout, lse2, delta, s2, s1, n_heads, group, tables["indptr"],
                                     tables["indices"], tables["tile_of"], tables["tiles"], dq)
 
 
@@ -609,14 +616,6 @@ def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
     q, k, v = (np.asarray(x, dtype=np.float32) for x in (q, k, v))
     check_inputs(q, k, v, layout)
     group = q.shape[-3] // k.shape[-3] if k.shape[-3] else 1
-    if group > 1:  # grouped-query heads: these kernels read one key/value head per query head
-        shape_k, shape_v = k.shape, v.shape
-        k, v = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
-        res = attention_numpy(q, k, v, layout, scale, dout, tiles)
-        if "dk" in res:  # the gradient of a shared head is the sum over the query heads reading it
-            res["dk"] = res["dk"].reshape(shape_k[:-2] + (group,) + shape_k[-2:]).sum(-3)
-            res["dv"] = res["dv"].reshape(shape_v[:-2] + (group,) + shape_v[-2:]).sum(-3)
-        return res
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     lead = q.shape[:-2]
@@ -626,6 +625,7 @@ def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
     res = {"out": np.zeros((BH, n_q, d_v), np.float32), "lse": np.full((BH, n_q), -np.inf, np.float32)}
     if dout is not None:
         res.update(dq=np.zeros_like(q3), dk=np.zeros_like(k3), dv=np.zeros_like(v3))
+    BHkv = k3.shape[0]
     if BH and n_q and n_k:
         tab = {name: cuda.to_device(x) for name, x in kernel_tables(layout).items()}
         qd, kd, vd = (cuda.to_device(x) for x in (q3, k3, v3))
@@ -634,10 +634,14 @@ def attention_numpy(q, k, v, layout, scale=None, dout=None, tiles=None) -> dict:
         res["out"], res["lse"] = d_out.copy_to_host(), d_lse.copy_to_host()
         if dout is not None:
             do3 = np.ascontiguousarray(np.asarray(dout, np.float32).reshape(BH, n_q, d_v))
-            g = {name: cuda.device_array(x.shape, np.float32) for name, x in
-                 (("dq", q3), ("dk", k3), ("dv", v3), ("delta", res["lse"]), ("lse2", res["lse"]))}
+            g = {name: cuda.device_array(shape, np.float32) for name, shape in
+                 (("dq", q3.shape), ("dk", (BH,) + k3.shape[1:]), ("dv", (BH,) + v3.shape[1:]),
+                  ("delta", res["lse"].shape), ("lse2", res["lse"].shape))}
             launch_backward(qd, kd, vd, d_out, d_lse, cuda.to_device(do3), g["dq"], g["dk"], g["dv"],
                             g["delta"], g["lse2"], tab, layout.block_size, layout.n_heads, scale, tiles=tiles)
-            res.update(dq=g["dq"].copy_to_host(), dk=g["dk"].copy_to_host(), dv=g["dv"].copy_to_host())
+            # per query head -> per key/value head: the sum over each group
+            res.update(dq=g["dq"].copy_to_host(),
+                       dk=g["dk"].copy_to_host().reshape((BHkv, group) + k3.shape[1:]).sum(1),
+                       dv=g["dv"].copy_to_host().reshape((BHkv, group) + v3.shape[1:]).sum(1))
     shapes = {"out": lead + (n_q, d_v), "lse": lead + (n_q,), "dq": q.shape, "dk": k.shape, "dv": v.shape}
     return {name: x.reshape(shapes[name]) for name, x in res.items()}
