@@ -35,7 +35,7 @@ ROOMS = {
               "Linformer, Performer)",
     "models": "GPT-NeoX (Pythia), Hugging Face loading and compatibility adapters",
     "lm": "WikiText-2 data and tokenizer, the training engine, distillation",
-    "bench": "benchmarks behind `python -m sparse_core bench` and their timing helpers",
+    "bench": "benchmarks behind `python -m sparse_core bench` and their timing helpers (the kernel benchmark also times whole models)",
     "course": "the chapter manifest, graded checks, the grader, the book's shared helpers",
     "cli": "`python -m sparse_core ...`: one parser, one module per command group",
 }

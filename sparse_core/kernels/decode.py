@@ -46,9 +46,13 @@ def decode_tables(pattern, n_heads: int, block_size: int, offset: int, n_rows: i
     (index into ``tiles``, -1 for a block every row keeps whole) and ``tiles [n_tiles, n_rows,
     block_size]`` uint8 (at least one tile). ``n_heads``: the layout heads (1 when the pattern
     is shared). The rule is the pattern's ``mask_mod`` (``& j <= i`` when ``causal``).
+    ``layout_for(pattern, n_q, n_k, block_size, n_heads)`` gives the candidate layout
+    (:func:`sparse_core.attention.cores.layout_for`, the library's cache, when the core calls).
     """
-    if layout_for is None:
-        from ..attention.cores import layout_for
+    if layout_for is None:  # uncached; the attention core passes its layout cache
+
+        def layout_for(pattern, n_q, n_k, block_size, n_heads):
+            return pattern.to_layout(n_q, n_k, block_size, n_heads)
     B = block_size
     n_cap = max(B, 1 << max(0, n_k - 1).bit_length())
     lay = None

@@ -107,6 +107,7 @@ def gemm(rr: int, cc: int, add: bool):
     exec(compile("\n".join(src), __file__, "exec"), ns)
     # 'contract' only: FMAs but no reassociation, so the loop vectoriser leaves the k loop alone and
     # the SLP vectoriser packs the independent accumulators of a row
+    ns[name].source = "\n".join(src)  # the generated Python source, for reading (Chapter 4 prints one)
     _GEMMS[key] = njit(fastmath={"contract"}, cache=True)(ns[name])
     return _GEMMS[key]
 
