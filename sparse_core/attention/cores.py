@@ -1,7 +1,9 @@
 """Attention cores: what a multi-head layer computes between its head split and its head merge.
 
 A core is called as ``core(q, k, v, x)`` on ``q (B, nh, T, hs)``, ``k, v (B, nh, S, hs)`` (``x (B, T, C)``
-is the layer's input, for the cores that need it) and returns ``o (B, nh, T, hs)``; the layer
+is the layer's input, for the cores that need it) and returns ``o (B, nh, T, hs)``. A core with
+``supports_gqa`` also takes ``k, v (B, n_kv, S, hs)`` with ``n_kv`` dividing ``nh`` (grouped-query
+attention: query head ``h`` uses key/value head ``h // (nh // n_kv)``); the layer
 (:class:`sparse_core.attention.layer.MultiHeadAttention`) owns the projections around it. Cores are
 ``nn.Module`` objects: the ones with weights own them (for example the learned-mask gate).
 
@@ -69,6 +71,9 @@ class AttentionCore(nn.Module):
 
     #: True for the cores that continue from a key-value cache (:class:`CausalCore`)
     supports_cache = False
+    #: True for the cores that take k, v with fewer heads than q (grouped-query attention); the
+    #: layer repeats k and v per query head for the others
+    supports_gqa = False
 
     def __init__(self):
         super().__init__()
@@ -116,20 +121,36 @@ class CausalCore(AttentionCore):
         return (j <= i)[None] if self.causal else torch.ones(1, len(q_pos), n_k, dtype=torch.bool, device=i.device)
 
     def rows(self, q, k, v, offset: int):
-        """Queries at positions ``offset..`` against every key of the cache (``k, v (B, nh, S, hs)``)."""
+        """Queries at positions ``offset..`` against every key of the cache (``k, v (B, nh or n_kv, S, hs)``)."""
         key = (offset, q.shape[-2], k.shape[-2], q.device)
         if self._step_mask is None or self._step_mask[0] != key:
             q_pos = torch.arange(offset, offset + q.shape[-2], device=q.device)
             self._step_mask = (key, self.keep(q_pos, k.shape[-2]))
+        if k.shape[-3] != q.shape[-3]:  # grouped-query: one copy of each key/value head per query head
+            G = q.shape[-3] // k.shape[-3]
+            k, v = k.repeat_interleave(G, dim=-3), v.repeat_interleave(G, dim=-3)  # (B, nh, S, hs)
         return _rows_attention(q, k, v, self._step_mask[1], 1.0 / math.sqrt(q.shape[-1]))
 
 
 class DenseCore(CausalCore):
     """Every (causal) pair, by PyTorch's ``scaled_dot_product_attention``: the dense attention of
-    Chapter 1, and the GPT-NeoX model's ``attention="dense"`` (Chapter 9)."""
+    Chapter 1, and the GPT-NeoX model's ``attention="dense"`` (Chapter 9). Grouped-query k, v are
+    read in place (``enable_gqa``)."""
+
+    supports_gqa = True
 
     def full(self, q, k, v, scale):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=scale,
+                                              enable_gqa=k.shape[-3] != q.shape[-3])
+
+    def rows(self, q, k, v, offset: int):
+        if k.shape[-3] == q.shape[-3]:
+            return super().rows(q, k, v, offset)
+        # grouped-query decoding: SDPA reads each key/value head for its query heads (no copies);
+        # no row of a dense core's mask is empty (causal rows see key 0), as SDPA needs
+        q_pos = torch.arange(offset, offset + q.shape[-2], device=q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.keep(q_pos, k.shape[-2]),
+                                              scale=1.0 / math.sqrt(q.shape[-1]), enable_gqa=True)
 
     def extra_repr(self) -> str:
         return f"causal={self.causal}"
@@ -141,8 +162,11 @@ class BlockSparseCore(CausalCore):
     ``n_heads``: the heads of the layer; a pattern with per-head parameters must describe that many
     (its layout then has one block structure per head), any other pattern is shared by the heads.
     Decoding from a cache uses the pattern's ``mask_mod`` for the new rows (``& causal`` when
-    ``causal``; whole sequences follow the pattern alone). The layer that uses it is defined in Chapter 4.
+    ``causal``; whole sequences follow the pattern alone). Grouped-query k, v: the kernel reads them
+    in place; decoding repeats them per query head. The layer that uses it is defined in Chapter 4.
     """
+
+    supports_gqa = True
 
     def __init__(self, pattern: Pattern, block_size: int = 64, n_heads: int | None = None, causal: bool = False):
         super().__init__(causal)

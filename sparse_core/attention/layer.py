@@ -3,8 +3,10 @@
 :class:`MultiHeadAttention` does what every attention layer does -- project ``x (B, T, C)`` to
 queries, keys and values, split them into ``nh`` heads of ``hs = C / nh``, (optionally) rotate
 q and k, append k and v to a key-value cache, merge the heads back and project the output -- and
-hands ``q, k, v (B, nh, T, hs)`` to an **attention core** (:mod:`sparse_core.attention.cores`)
-that decides which keys each query looks at. Every attention layer of the library is one of its
+hands ``q (B, nh, T, hs)``, ``k, v (B, n_kv, T, hs)`` to an **attention core**
+(:mod:`sparse_core.attention.cores`) that decides which keys each query looks at. ``n_kv`` is
+``num_kv_heads``: ``nh`` by default (multi-head attention), fewer for grouped-query attention (each
+key/value head serves ``nh / n_kv`` consecutive query heads; 1 is multi-query attention). Every attention layer of the library is one of its
 configurations:
 
 =====================================  ===========================================================
@@ -35,7 +37,9 @@ from ..patterns import Pattern, dense
 __all__ = ["MultiHeadAttention", "SparseSelfAttention", "KVCache", "QKV_LAYOUTS", "rotate_half"]
 
 #: how the fused input projection is laid out: "stacked" = [q; k; v] (nn.MultiheadAttention's
-#: in_proj), "per_head" = [q_h | k_h | v_h] for each head h (GPT-NeoX's query_key_value)
+#: in_proj), "per_head" = [q_h | k_h | v_h] for each head h (GPT-NeoX's query_key_value); with
+#: grouped-query attention (G = n_heads / n_kv_heads) "stacked" is [q (C); k (n_kv hs); v (n_kv hs)]
+#: and "per_head" is [q_{gG} | ... | q_{gG+G-1} | k_g | v_g] for each key/value head g
 QKV_LAYOUTS = ("stacked", "per_head")
 
 
@@ -46,7 +50,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far (``(B, nh, length, hs)`` each).
+    """Keys and values of every layer for the tokens seen so far (``(B, n_kv_heads, length, hs)``
+    each: a grouped-query layer stores only its key/value heads).
 
     Each layer's entries live in a buffer with spare rows (its capacity doubles when full), so
     appending a token copies only that token: ``layers[i]`` are views of the first ``length`` rows
@@ -63,7 +68,7 @@ class KVCache:
         return 0 if first is None else first[0].shape[-2]
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Add ``k, v (B, nh, T, hs)`` to layer ``layer``'s entries; returns all of them."""
+        """Add ``k, v (B, n_kv_heads, T, hs)`` to layer ``layer``'s entries; returns all of them."""
         past, buf = self.layers[layer], self._buffers[layer]
         n0 = 0 if past is None else past[0].shape[-2]
         n1 = n0 + k.shape[-2]
@@ -106,6 +111,11 @@ class MultiHeadAttention(nn.Module):
         forward gets ``rotary=(cos, sin)``.
     index:
         This layer's slot in a :class:`KVCache`.
+    num_kv_heads:
+        Key/value heads ``n_kv`` (None: ``n_heads``); a divisor of ``n_heads``. Query head ``h``
+        uses key/value head ``h // (n_heads // n_kv)`` (grouped-query attention; 1 = multi-query).
+        The input projection is ``C -> C + 2 n_kv hs`` (:data:`QKV_LAYOUTS`) and the cache keeps
+        ``n_kv`` heads; a core without ``supports_gqa`` gets k and v repeated per query head.
 
     A core with weights (say a learned gate) *belongs to the layer*: its parameters, buffers and
     submodules are registered on the layer under their own names (``gate.w_q.weight``, not
@@ -116,20 +126,27 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, core: AttentionCore | None = None, *, bias: bool = True,
                  qkv_layout: str | None = "stacked", names: tuple[str, str] = ("qkv", "out"),
-                 rotary_ndims: int = 0, index: int = 0):
+                 rotary_ndims: int = 0, index: int = 0, num_kv_heads: int | None = None):
         super().__init__()
         if not isinstance(d_model, int) or not isinstance(n_heads, int) or d_model <= 0 or n_heads <= 0:
             raise ValueError(f"`d_model` and `n_heads` must be positive integers, got {d_model!r}, {n_heads!r}")
         if d_model % n_heads:
             raise ValueError(f"`d_model`={d_model} must be divisible by `n_heads`={n_heads}")
+        if num_kv_heads is None:
+            num_kv_heads = n_heads
+        elif (isinstance(num_kv_heads, bool) or not isinstance(num_kv_heads, int) or num_kv_heads <= 0
+              or n_heads % num_kv_heads):
+            raise ValueError(f"`num_kv_heads` must be None or a positive integer dividing `n_heads`={n_heads}, "
+                             f"got {num_kv_heads!r}")
         if not isinstance(bias, bool):
             raise TypeError(f"`bias` must be a bool, got {type(bias).__name__}")
         if qkv_layout is not None and qkv_layout not in QKV_LAYOUTS:
             raise ValueError(f"`qkv_layout` must be one of {QKV_LAYOUTS} or None, got {qkv_layout!r}")
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.n_kv_heads = num_kv_heads
         self.qkv_layout, self.names, self.rotary_ndims, self.index = qkv_layout, tuple(names), rotary_ndims, index
         if qkv_layout is not None:
-            self.add_module(self.names[0], nn.Linear(d_model, 3 * d_model, bias=bias))
+            self.add_module(self.names[0], nn.Linear(d_model, d_model + 2 * self.kv_dim, bias=bias))
         self.add_module(self.names[1], nn.Linear(d_model, d_model, bias=bias))
         if core is not None:
             self.set_core(core)
@@ -180,6 +197,11 @@ class MultiHeadAttention(nn.Module):
 
     # -- projections and heads
     @property
+    def kv_dim(self) -> int:
+        """Width of the keys (and of the values): ``n_kv_heads * d_head``."""
+        return self.n_kv_heads * self.d_head
+
+    @property
     def qkv_proj(self) -> nn.Linear:
         return getattr(self, self.names[0])
 
@@ -195,7 +217,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"`x` must have at least one position, got shape {tuple(x.shape)}")
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
-        """``(B, T, nh * hs) -> (B, nh, T, hs)``."""
+        """``(B, T, nh * hs) -> (B, nh, T, hs)`` (any number of heads)."""
         B, T, _ = t.shape
         return t.view(B, T, -1, self.d_head).transpose(1, 2)
 
@@ -205,12 +227,17 @@ class MultiHeadAttention(nn.Module):
         return o.transpose(1, 2).reshape(B, T, nh * hs)
 
     def qkv_heads(self, x: torch.Tensor):
-        """``q, k, v (B, nh, T, hs)`` of ``x (B, T, C)``."""
+        """``q (B, nh, T, hs)`` and ``k, v (B, n_kv, T, hs)`` of ``x (B, T, C)``."""
         B, T, C = x.shape
-        qkv = self.qkv_proj(x)                                                      # (B, T, 3C)
-        if self.qkv_layout == "stacked":
-            return qkv.view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-        return qkv.view(B, T, self.n_heads, 3 * self.d_head).transpose(1, 2).chunk(3, dim=-1)
+        qkv = self.qkv_proj(x)                                                      # (B, T, C + 2 n_kv hs)
+        if self.qkv_layout == "stacked":                                            # [q; k; v]
+            q, k, v = qkv.split((C, self.kv_dim, self.kv_dim), dim=-1)
+            return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        G = self.n_heads // self.n_kv_heads                                         # per group g: [q x G | k_g | v_g]
+        qkv = qkv.view(B, T, self.n_kv_heads, G + 2, self.d_head)                   # (B, T, n_kv, G + 2, hs)
+        q = qkv[..., :G, :].reshape(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = qkv[..., G, :].transpose(1, 2), qkv[..., G + 1, :].transpose(1, 2)   # (B, n_kv, T, hs)
+        return q, k, v
 
     def rope(self, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotary embedding of the first ``rotary_ndims`` dimensions of ``t (B, nh, T, hs)``."""
@@ -229,11 +256,14 @@ class MultiHeadAttention(nn.Module):
             raise RuntimeError("this layer has no attention core (set_core)")
         if (cache is not None or offset) and not self.core.supports_cache:
             raise ValueError(f"{type(self.core).__name__} computes whole sequences only (no key-value cache)")
-        q, k, v = self.qkv_heads(x)                                                 # (B, nh, T, hs)
+        q, k, v = self.qkv_heads(x)                                   # q (B, nh, T, hs); k, v (B, n_kv, T, hs)
         if rotary is not None:
             q, k = self.rope(q, *rotary), self.rope(k, *rotary)
         if cache is not None:
-            k, v = cache.append(self.index, k, v)                                   # (B, nh, offset + T, hs)
+            k, v = cache.append(self.index, k, v)                                   # (B, n_kv, offset + T, hs)
+        if self.n_kv_heads != self.n_heads and not self.core.supports_gqa:  # one copy per query head
+            G = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(G, dim=-3), v.repeat_interleave(G, dim=-3)  # (B, nh, S, hs)
         o = self.core(q, k, v, x) if offset == 0 else self.core.rows(q, k, v, offset)  # (B, nh, T, hs)
         return self.out_proj(self.merge_heads(o))                                   # (B, T, C)
 
@@ -248,6 +278,9 @@ class MultiHeadAttention(nn.Module):
         layer = cls(mha.embed_dim, mha.num_heads, *args, bias=mha.in_proj_bias is not None, **kwargs)
         if layer.qkv_layout != "stacked":
             raise TypeError(f"{cls.__name__} does not take nn.MultiheadAttention's stacked [q; k; v] projection")
+        if layer.n_kv_heads != layer.n_heads:
+            raise ValueError(f"nn.MultiheadAttention has {mha.num_heads} key/value heads; `num_kv_heads` must be "
+                             f"None or {mha.num_heads}, got {layer.n_kv_heads}")
         with torch.no_grad():
             layer.qkv_proj.weight.copy_(mha.in_proj_weight)
             layer.out_proj.weight.copy_(mha.out_proj.weight)
@@ -259,7 +292,8 @@ class MultiHeadAttention(nn.Module):
     def extra_repr(self) -> str:
         core = self.__dict__.get("core")
         inner = f", {type(core).__name__}({core.extra_repr()})" if core is not None else ""
-        return f"d_model={self.d_model}, n_heads={self.n_heads}{inner}"
+        kv = f", num_kv_heads={self.n_kv_heads}" if self.n_kv_heads != self.n_heads else ""
+        return f"d_model={self.d_model}, n_heads={self.n_heads}{kv}{inner}"
 
 
 class SparseSelfAttention(MultiHeadAttention):
