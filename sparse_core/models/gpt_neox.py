@@ -8,7 +8,10 @@ What Pythia uses, and what this module implements (names follow Hugging Face's
   :math:`x \leftarrow x + \mathrm{Attn}(\mathrm{LN}_1(x)) + \mathrm{MLP}(\mathrm{LN}_2(x))`
   (``use_parallel_residual=False`` gives the sequential form);
 * fused ``query_key_value`` projection laid out per head as ``[q | k | v]`` (head-major, as
-  GPT-NeoX stores it), scores scaled by :math:`1/\sqrt{d_\text{head}}`;
+  GPT-NeoX stores it), scores scaled by :math:`1/\sqrt{d_\text{head}}`; with ``num_kv_heads``
+  below ``num_heads`` (grouped-query attention, not in Pythia) each key/value head ``g`` serves the
+  ``G = num_heads / num_kv_heads`` query heads ``gG .. gG + G - 1`` and the projection is laid out
+  per group as ``[q_{gG} | ... | q_{gG+G-1} | k_g | v_g]`` (``G = 1``: GPT-NeoX's layout);
 * rotary position embeddings on the first ``rotary_ndims = int(d_head * rotary_pct)`` dimensions
   of every query and key head (``rotary_pct = 0.25`` in Pythia), in the "rotate half" convention:
   with :math:`r` = rotary_ndims, frequencies :math:`\theta_m = \text{base}^{-2m/r}` and
@@ -81,6 +84,8 @@ class GPTNeoXConfig:
     use_parallel_residual: bool = True
     attention_bias: bool = True
     init_std: float = 0.02
+    #: key/value heads (None: ``num_heads``); fewer is grouped-query attention, 1 multi-query
+    num_kv_heads: int | None = None
     # attention
     attention: str = "dense"
     window: int = 128
@@ -94,6 +99,9 @@ class GPTNeoXConfig:
                                            "max_position_embeddings", "window", "stride", "block_size"))
         if self.hidden_size % self.num_heads:
             raise ValueError(f"`hidden_size`={self.hidden_size} must be divisible by `num_heads`={self.num_heads}")
+        V.check_int_fields(self, optional_positive=("num_kv_heads",))
+        if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
+            raise ValueError(f"`num_kv_heads` must divide `num_heads`={self.num_heads}, got {self.num_kv_heads!r}")
         if not 0.0 <= float(self.rotary_pct) <= 1.0:
             raise ValueError(f"`rotary_pct` must be in [0, 1], got {self.rotary_pct!r}")
         if self.rotary_ndims % 2:
@@ -105,6 +113,11 @@ class GPTNeoXConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """``num_kv_heads``, or ``num_heads`` when it is None."""
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
 
     @property
     def rotary_ndims(self) -> int:
@@ -173,7 +186,9 @@ def forward_flops(config: GPTNeoXConfig, n: int, pairs: float | None = None) -> 
     :math:`i`, vocabulary :math:`V`, :math:`L` layers and :math:`P` kept (query, key) pairs per
     head (``pairs``; default: causal dense, :math:`n(n+1)/2`):
 
-    * ``projections`` -- query/key/value and output projections, :math:`L \cdot 2n(3h^2 + h^2)`;
+    * ``projections`` -- query/key/value and output projections,
+      :math:`L \cdot 2n(h^2 + 2 h h_{kv} + h^2)` with :math:`h_{kv}` = ``num_kv_heads * head_dim``
+      (:math:`h_{kv} = h` without grouped-query attention: :math:`L \cdot 2n \cdot 4h^2`);
     * ``mlp`` -- :math:`L \cdot 2n \cdot 2hi`;
     * ``attention`` -- scores and weighted values over every head, :math:`L \cdot 4Ph`
       (:math:`2Pd` each for :math:`QK^\top` and :math:`PV`, times :math:`h/d` heads);
@@ -189,7 +204,8 @@ def forward_flops(config: GPTNeoXConfig, n: int, pairs: float | None = None) -> 
     if not (isinstance(pairs, (int, float)) and 0 <= pairs <= n * n):
         raise ValueError(f"`pairs` must be a number in [0, n*n={n * n}], got {pairs!r}")
     h, i, L = config.hidden_size, config.intermediate_size, config.num_layers
-    out = {"projections": L * 2 * n * 4 * h * h, "mlp": L * 2 * n * 2 * h * i,
+    kv = config.kv_heads * config.head_dim
+    out = {"projections": L * 2 * n * (h * h + 2 * h * kv + h * h), "mlp": L * 2 * n * 2 * h * i,
            "attention": L * 4 * float(pairs) * h, "output": 2 * n * h * config.vocab_size}
     out["total"] = sum(out.values())
     out["attention_fraction"] = out["attention"] / out["total"]
@@ -207,7 +223,8 @@ def attention_core(pattern: Pattern | None, num_heads: int, block_size: int) -> 
 
 
 class Attention(MultiHeadAttention):
-    """GPT-NeoX attention: the fused ``query_key_value`` laid out per head as ``[q | k | v]``, rotary
+    """GPT-NeoX attention: the fused ``query_key_value`` laid out per head as ``[q | k | v]`` (per
+    key/value head ``[q x G | k | v]`` with ``config.num_kv_heads``), rotary
     embeddings on the first ``rotary_ndims`` dimensions of each q and k head, the key-value cache,
     and the output ``dense``; ``core`` computes the attention. Defined in Chapter 9.
 
@@ -218,7 +235,7 @@ class Attention(MultiHeadAttention):
     def __init__(self, config: GPTNeoXConfig, core: AttentionCore | None, index: int):
         super().__init__(config.hidden_size, config.num_heads, core, bias=config.attention_bias,
                          qkv_layout="per_head", names=("query_key_value", "dense"),
-                         rotary_ndims=config.rotary_ndims, index=index)
+                         rotary_ndims=config.rotary_ndims, index=index, num_kv_heads=config.num_kv_heads)
 
     @property
     def num_heads(self) -> int:

@@ -31,7 +31,10 @@ _CHECKPOINT_FILES = ("config.json", "model.safetensors", "model.safetensors.inde
 
 
 def config_from_hf(hf: dict, **overrides: Any) -> GPTNeoXConfig:
-    """Our config from a Hugging Face GPT-NeoX ``config.json`` (transformers 4.x or 5.x keys)."""
+    """Our config from a Hugging Face GPT-NeoX ``config.json`` (transformers 4.x or 5.x keys).
+
+    GPT-NeoX has one key/value head per query head: an override ``num_kv_heads`` other than None or
+    ``num_heads`` raises ValueError (the weights cannot be grouped)."""
     if hf.get("model_type", "gpt_neox") != "gpt_neox":
         raise ValueError(f"expected a GPT-NeoX checkpoint (model_type 'gpt_neox'), got {hf.get('model_type')!r}")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
@@ -57,7 +60,11 @@ def config_from_hf(hf: dict, **overrides: Any) -> GPTNeoXConfig:
         init_std=hf.get("initializer_range", 0.02),
     )
     fields.update(overrides)
-    return GPTNeoXConfig(**fields)
+    config = GPTNeoXConfig(**fields)
+    if config.kv_heads != config.num_heads:  # GPT-NeoX's query_key_value has every head's k and v
+        raise ValueError(f"Hugging Face GPT-NeoX checkpoints have no grouped-query attention: `num_kv_heads` "
+                         f"must be None or num_heads={config.num_heads}, got {config.num_kv_heads!r}")
+    return config
 
 
 def convert_state_dict(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
