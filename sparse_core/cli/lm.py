@@ -16,7 +16,7 @@ from .common import (DISTRIBUTED_HELP, ENGINE_FIELDS, add_engine_arguments, clea
 
 ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed")
 PRESET_NAMES = ("pythia-70m", "pythia-160m", "tiny", "small")
-MODEL_FIELDS = ("preset", "attention", "window", "stride", "block_size", "vocab_size")
+MODEL_FIELDS = ("preset", "attention", "window", "stride", "block_size", "vocab_size", "num_kv_heads")
 ATTENTION_HELP = ("attention: dense (SDPA), local (sliding window), strided (Sparse Transformer strided), "
                   "fixed (Sparse Transformer fixed), mixed (half the heads local, half strided)")
 
@@ -34,6 +34,9 @@ def add_attention_arguments(p, positive_int, defaults: bool) -> None:
 def add_train_arguments(p, positive_int, positive_float) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.json, tokenizer.json")
     p.add_argument("--preset", choices=PRESET_NAMES, default="tiny", help="model size (default tiny)")
+    p.add_argument("--num-kv-heads", type=positive_int, default=None,
+                   help="key/value heads, a divisor of the preset's heads: fewer is grouped-query attention, "
+                        "1 multi-query (default: the preset's heads)")
     add_attention_arguments(p, positive_int, defaults=True)
     p.add_argument("--vocab-size", type=positive_int, default=10000, help="BPE vocabulary (default 10000)")
     add_engine_arguments(p)

@@ -58,12 +58,20 @@ class TrainConfig(EngineConfig):
     stride: int = 64
     block_size: int = 64
     vocab_size: int = 10000
+    #: key/value heads (None: the preset's ``num_heads``); fewer is grouped-query attention
+    num_kv_heads: int | None = None
 
     POSITIVE_INTS = ("vocab_size",)
 
+    def check(self) -> None:
+        super().check()
+        if self.num_kv_heads is not None:  # the model's checks, before any data is loaded
+            preset(self.preset, num_kv_heads=self.num_kv_heads)
+
     def model_config(self, vocab_size: int | None = None) -> GPTNeoXConfig:
         return preset(self.preset, vocab_size=vocab_size or self.vocab_size, attention=self.attention,
-                      window=self.window, stride=self.stride, block_size=self.block_size)
+                      window=self.window, stride=self.stride, block_size=self.block_size,
+                      num_kv_heads=self.num_kv_heads)
 
 
 def make_optimizer(model: GPTNeoX, cfg: TrainConfig) -> torch.optim.AdamW:
