@@ -93,28 +93,16 @@ def _mask_row(S, o, tiles, tid, i, nc):
 def _online_softmax_rows(S, Bp, r, nr, nc, tiles, tid, m, l, bad, acc, dvp):
     """Rows ``r .. r+RR`` of the score strip ``S [RR, Bp]`` -> weights ``2**(S - m_new)``; updates
     the running max ``m``, sum ``l`` and rescales the accumulator rows ``acc`` (``bad``: NaN seen)."""
-    zero = S.dtype.type(0.0)
     for rr in range(RR):
         i = r + rr
         if i >= nr:
             break
         o = rr * Bp
         _mask_row(S, o, tiles, tid, i, nc)
-        mold = m[i]
-        mx = mold
-        for j in range(nc):  # vectorised max; a NaN score reaches the output through exp2 and l
-            mx = max(mx, S[o + j])
-        if mx != mx:
+        mx, tot, a, grew, nan = mk.softmax_row(S, o, nc, m[i])
+        if nan:
             bad[i] = True
-            mx = mold
-        shift = zero if mx == -np.inf else mx
-        tot = zero
-        for j in range(nc):
-            e = mk.exp2_neg(S[o + j] - shift)
-            S[o + j] = e
-            tot += e
-        if mx > mold:
-            a = mk.exp2_neg(mold - mx)  # 0 when mold = -inf
+        if grew:
             l[i] = l[i] * a + tot
             ao = i * dvp
             for c in range(dvp):

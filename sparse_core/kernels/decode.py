@@ -124,7 +124,7 @@ def decode_forward(q, k, v, scale2, block, n_heads, n_k, n_split, indptr, indice
         m = np.full(T, -np.inf, dtype=q.dtype)
         l = np.zeros(T, dtype=q.dtype)
         acc = np.zeros((T, dv), dtype=q.dtype)
-        s = np.empty((T, block), dtype=q.dtype)
+        s = np.empty(T * block, dtype=q.dtype)  # scores of the T rows against one key block
         bad = np.zeros(T, dtype=np.bool_)
         for p in range(s0, s1):
             kb = indices[p]
@@ -136,27 +136,16 @@ def decode_forward(q, k, v, scale2, block, n_heads, n_k, n_split, indptr, indice
                     x = zero
                     for c in range(d):
                         x += qs[t, c] * k[b, kvh, j0 + j, c]
-                    s[t, j] = x
+                    s[t * block + j] = x
             for t in range(T):
                 if tid >= 0:
                     for j in range(nc):
                         if tiles[tid, t, j] == 0:
-                            s[t, j] = -np.inf
-                mold = m[t]
-                mx = mold
-                for j in range(nc):
-                    mx = max(mx, s[t, j])
-                if mx != mx:
+                            s[t * block + j] = -np.inf
+                mx, tot, a, grew, nan = mk.softmax_row(s, t * block, nc, m[t])
+                if nan:
                     bad[t] = True
-                    mx = mold
-                shift = zero if mx == -np.inf else mx
-                tot = zero
-                for j in range(nc):
-                    e = mk.exp2_neg(s[t, j] - shift)
-                    s[t, j] = e
-                    tot += e
-                if mx > mold:
-                    a = mk.exp2_neg(mold - mx)
+                if grew:
                     l[t] = l[t] * a + tot
                     for c in range(dv):
                         acc[t, c] *= a
@@ -165,7 +154,7 @@ def decode_forward(q, k, v, scale2, block, n_heads, n_k, n_split, indptr, indice
                     l[t] += tot
             for j in range(nc):
                 for t in range(T):
-                    w = s[t, j]
+                    w = s[t * block + j]
                     if w != zero:
                         for c in range(dv):
                             acc[t, c] += w * v[b, kvh, j0 + j, c]

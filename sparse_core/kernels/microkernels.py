@@ -35,7 +35,7 @@ from numba.core import config as numba_config
 from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic, overload
 
-__all__ = ["gemm", "exp2_neg", "float32_from_bits", "slp_compile", "slp_dispatcher", "call"]
+__all__ = ["gemm", "exp2_neg", "softmax_row", "float32_from_bits", "slp_compile", "slp_dispatcher", "call"]
 
 
 @contextlib.contextmanager
@@ -160,3 +160,28 @@ def _exp2_neg_impl(x):
             return math.exp2(x)  # exact to rounding: the float64 path is the exact one
         return impl
     return None
+
+
+@njit(inline="always", fastmath={"contract", "reassoc", "arcp"})
+def softmax_row(S, o, nc, mold):
+    """One row ``S[o : o + nc]`` of base-2 scores in an online softmax whose running maximum is
+    ``mold``: the scores become weights ``2**(S - m)`` in place. Returns ``(m, row sum, alpha,
+    grew, nan)``: the new maximum, the weights' sum, the factor that rescales what was accumulated
+    before (valid when ``grew``: the maximum rose), and whether a NaN score was seen (the maximum
+    then ignores it; the NaN reaches the sum). A row that has seen only ``-inf`` gets weights 0."""
+    zero = S.dtype.type(0.0)
+    mx = mold
+    for j in range(nc):  # vectorised max
+        mx = max(mx, S[o + j])
+    nan = mx != mx
+    if nan:
+        mx = mold
+    shift = zero if mx == -np.inf else mx
+    tot = zero
+    for j in range(nc):
+        e = exp2_neg(S[o + j] - shift)
+        S[o + j] = e
+        tot += e
+    if mx > mold:
+        return mx, tot, exp2_neg(mold - mx), True, nan  # alpha = 0 when mold = -inf
+    return mold, tot, S.dtype.type(1.0), False, nan
