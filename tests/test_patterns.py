@@ -250,7 +250,6 @@ def test_from_block_mask_round_trip():
         (lambda: P.causal().to_layout(10, 10, 0), "`block_size` must be a positive integer"),
         (lambda: P.causal().to_dense(-1, 4), "`n_q` must be a non-negative integer"),
         (lambda: P.dilated(1, [1, 2]).to_dense(8, 8, n_heads=3), "`n_heads`=3 does not match"),
-        (lambda: P.global_tokens([0, 20]).to_layout(16, 16, 4), "`global_indices` contains 20, out of range"),
         (lambda: P.axial(4, 4).to_dense(17, 17), "covers 16 tokens"),
         (lambda: P.bigbird(64, 16).to_dense(80, 80), "defined for at most 64 queries"),
         (lambda: P.topk(np.zeros((4, 4)), 1).to_dense(5, 5), "covers 4 queries x 4 keys"),
@@ -274,3 +273,13 @@ def test_random_pattern_same_mask_for_int32_and_int64_indices():
     j = torch.arange(64, dtype=torch.int32)[None, :]
     got = p.mask_mod(0, torch.tensor(1, dtype=torch.int32), i, j)
     np.testing.assert_array_equal(got.numpy(), p.to_dense(64, 64, 2)[1])
+
+
+def test_global_indices_beyond_the_sequence_apply_once_it_reaches_them():
+    far = P.global_tokens([0, 20])
+    np.testing.assert_array_equal(far.to_dense(16, 16), P.global_tokens([0]).to_dense(16, 16))
+    full = far.to_dense(24, 24)[0]
+    assert full[20].all() and full[:, 20].all() and not full[5, 7]
+    np.testing.assert_array_equal(far.to_layout(16, 16, 4).to_dense(), P.global_tokens([0]).to_layout(16, 16, 4).to_dense())
+    lf = P.longformer(3, [0, 20])
+    np.testing.assert_array_equal(lf.to_dense(9, 9), P.longformer(3, [0]).to_dense(9, 9))

@@ -41,11 +41,6 @@ class GlobalTokens(RowColPattern):
     def _col(self, h, j):
         return self._is_global(j)
 
-    def _check_lengths(self, n_q, n_k):
-        if self.indices.size and int(self.indices.max()) >= min(n_q, n_k):
-            raise ValueError(f"`global_indices` contains {int(self.indices.max())}, out of range for "
-                             f"n_q={n_q}, n_k={n_k}")
-
     def _name(self):
         return "global_tokens"
 
@@ -55,6 +50,11 @@ class GlobalTokens(RowColPattern):
 
 def global_tokens(global_indices) -> Pattern:
     """Positions in ``global_indices`` attend to, and are attended by, every position.
+
+    An index at or beyond a sequence's length is simply not in that sequence: it applies once the
+    sequence reaches it (a prompt shorter than the last global index prefills and generates, and
+    from that position on the token is global), as Hugging Face's per-input global attention mask
+    behaves for the positions an input has.
 
     Defined in Chapter 5.
     """
