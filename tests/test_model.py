@@ -69,10 +69,10 @@ def test_custom_non_causal_pattern_is_made_causal():
     np.testing.assert_array_equal(mask, P.sliding_window(3, causal=True).to_dense(12, 12)[0])
 
 
-@pytest.mark.parametrize("kind", ["local", "strided", "fixed"])
+@pytest.mark.parametrize("kind", ["local", "strided", "fixed", "global_local"])
 def test_one_layer_influence_follows_the_pattern(kind):
     """With one layer, token s can change position i's logits exactly when (i, s) is in the pattern."""
-    model = _model(kind, num_layers=1)
+    model = _model(kind, num_layers=1, num_global=4)
     n = 29
     allowed = attention_pattern(model.config).to_dense(n, n)[0]
     ids = _ids(1, n)
@@ -112,6 +112,21 @@ def test_kv_cache_decode_equals_full_forward(kind):
         pieces.append(model(ids[:, t:t + 1], cache=cache))
     assert cache.length == 43
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-10, rtol=0)
+
+
+def test_global_local_decodes_from_a_prompt_shorter_than_its_global_positions():
+    """num_global = 16 and a 5-token prompt: position 15 becomes global when the sequence reaches
+    it, and decoding token by token from the cache equals the full forward pass at every step."""
+    model = _model("global_local", num_global=16)
+    ids = _ids(2, 31)
+    full = model(ids)
+    cache = model.new_cache()
+    pieces = [model(ids[:, :5], cache=cache)]
+    for t in range(5, 31):
+        pieces.append(model(ids[:, t:t + 1], cache=cache))
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-10, rtol=0)
+    mask = attention_pattern(model.config).to_dense(31, 31)[0]
+    assert mask[30, :16].all() and not mask[30, 16:30 - SMALL["window"]].any()
 
 
 def test_generate_greedy_equals_argmax_of_full_forward():

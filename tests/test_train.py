@@ -112,6 +112,14 @@ def test_evaluate_is_the_mean_token_loss():
     assert ev["tokens"] == 12 * 32
     assert ev["loss"] == pytest.approx(expected, rel=1e-6)
     assert ev["ppl"] == pytest.approx(math.exp(expected), rel=1e-6)
+    assert "per_position_loss" not in ev
+    # per position: the mean over the 12 sequences of the loss at each position
+    pos = evaluate(model, VAL, 32, 4, max_batches=3, per_position=True)["per_position_loss"]
+    with torch.no_grad():
+        by_pos = F.cross_entropy(model(x).transpose(1, 2), y, reduction="none").mean(0)
+    assert len(pos) == 32
+    np.testing.assert_allclose(pos, by_pos.numpy(), rtol=1e-5)
+    assert np.mean(pos) == pytest.approx(ev["loss"], rel=1e-6)
 
 
 @pytest.mark.skipif(W.find_wikitext2() is None, reason="WikiText-2 not found (set SPARSE_COURSE_DATA)")

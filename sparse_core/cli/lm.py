@@ -14,11 +14,12 @@ from pathlib import Path
 from .common import (DISTRIBUTED_HELP, ENGINE_FIELDS, add_engine_arguments, clear_errors, command_line, fmt_mib,
                      is_main_process, passive_openmp)
 
-ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed")
+ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed", "global_local")
 PRESET_NAMES = ("pythia-70m", "pythia-160m", "tiny", "small")
-MODEL_FIELDS = ("preset", "attention", "window", "stride", "block_size", "vocab_size", "num_kv_heads")
+MODEL_FIELDS = ("preset", "attention", "window", "stride", "block_size", "num_global", "vocab_size", "num_kv_heads")
 ATTENTION_HELP = ("attention: dense (SDPA), local (sliding window), strided (Sparse Transformer strided), "
-                  "fixed (Sparse Transformer fixed), mixed (half the heads local, half strided)")
+                  "fixed (Sparse Transformer fixed), mixed (half the heads local, half strided), "
+                  "global_local (the local window plus the first --num-global positions, seen by all)")
 
 
 def add_attention_arguments(p, positive_int, defaults: bool) -> None:
@@ -29,6 +30,8 @@ def add_attention_arguments(p, positive_int, defaults: bool) -> None:
     p.add_argument("--stride", type=positive_int, default=d(64), help="stride of the strided/fixed patterns" + own)
     p.add_argument("--block-size", type=positive_int, default=d(64),
                    help="block size of the block-sparse kernel" + own)
+    p.add_argument("--num-global", type=positive_int, default=d(16),
+                   help="global positions 0 .. N-1 of --attention global_local" + own)
 
 
 def add_train_arguments(p, positive_int, positive_float) -> None:
@@ -62,7 +65,7 @@ def cmd_train(args) -> int:
 
 
 def _overrides(args) -> dict:
-    return {k: getattr(args, k) for k in ("attention", "window", "stride", "block_size") if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in ("attention", "window", "stride", "block_size", "num_global") if getattr(args, k) is not None}
 
 
 def _load_model(args):
@@ -117,7 +120,7 @@ def cmd_eval(args) -> int:
     seq_len = args.seq_len or seq_len
     tokens = encode_split(tok, args.split, args.data_dir)
     _warm_up(model, tokens[:seq_len])
-    ev = evaluate(model, tokens, seq_len, args.batch_size, args.max_batches)
+    ev = evaluate(model, tokens, seq_len, args.batch_size, args.max_batches, per_position=args.per_position)
     ev.update(split=args.split, seq_len=seq_len, attention=model.config.attention, pattern=repr(model.pattern) if model.pattern is not None else "dense (SDPA, causal)",
               peak_rss_bytes=peak_rss_bytes(), command=command_line())
     print(f"{args.split}: loss {ev['loss']:.4f}, perplexity {ev['ppl']:.2f} over {ev['tokens']:,} tokens "
@@ -175,6 +178,8 @@ def add_parsers(sub, positive_int, positive_float) -> None:
     e.add_argument("--batch-size", type=positive_int, default=8, help="sequences per forward pass")
     e.add_argument("--max-batches", type=positive_int, default=None, help="default: the whole split")
     e.add_argument("--data-dir", default=None, help="folder holding wikitext-2/")
+    e.add_argument("--per-position", action="store_true",
+                   help="also the mean loss at each position of the sequence (in the --json file)")
     e.set_defaults(func=clear_errors(cmd_eval))
 
     g = sub.add_parser("generate", help="sample text from a trained or Pythia model",

@@ -57,11 +57,13 @@ class TrainConfig(EngineConfig):
     window: int = 128
     stride: int = 64
     block_size: int = 64
+    #: global positions of ``attention="global_local"``
+    num_global: int = 16
     vocab_size: int = 10000
     #: key/value heads (None: the preset's ``num_heads``); fewer is grouped-query attention
     num_kv_heads: int | None = None
 
-    POSITIVE_INTS = ("vocab_size",)
+    POSITIVE_INTS = ("vocab_size", "num_global")
 
     def check(self) -> None:
         super().check()
@@ -71,7 +73,7 @@ class TrainConfig(EngineConfig):
     def model_config(self, vocab_size: int | None = None) -> GPTNeoXConfig:
         return preset(self.preset, vocab_size=vocab_size or self.vocab_size, attention=self.attention,
                       window=self.window, stride=self.stride, block_size=self.block_size,
-                      num_kv_heads=self.num_kv_heads)
+                      num_global=self.num_global, num_kv_heads=self.num_kv_heads)
 
 
 def make_optimizer(model: GPTNeoX, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -84,9 +86,12 @@ def make_optimizer(model: GPTNeoX, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 @torch.no_grad()
-def evaluate(model: GPTNeoX, tokens, seq_len: int, batch_size: int, max_batches: int | None = None) -> dict:
+def evaluate(model: GPTNeoX, tokens, seq_len: int, batch_size: int, max_batches: int | None = None,
+             per_position: bool = False) -> dict:
     """Mean next-token loss (nats) over every predicted token of the first ``max_batches`` batches,
-    its perplexity, and forward-only tokens/s.
+    its perplexity, and forward-only tokens/s; with ``per_position``, also ``per_position_loss``:
+    the mean loss of the token predicted at each position ``0 .. seq_len - 1`` of a sequence (the
+    prediction at position ``t`` sees ``t + 1`` tokens of context).
 
     Defined in Chapter 9.
     """
@@ -94,22 +99,30 @@ def evaluate(model: GPTNeoX, tokens, seq_len: int, batch_size: int, max_batches:
     model.eval()
     device = next(model.parameters()).device
     total, count, seconds = 0.0, 0, 0.0
+    by_position, rows = torch.zeros(seq_len, dtype=torch.float64), 0
     try:
         for x, y in eval_batches(tokens, seq_len, batch_size, max_batches):
             x, y = x.to(device), y.to(device)
             t0 = time.perf_counter()
             logits = model(x)
             seconds += time.perf_counter() - t0
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
-                                     reduction="sum").item()
+            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                                     reduction="none").reshape(y.shape)  # (B, T)
+            total += losses.sum().item()
             count += y.numel()
+            if per_position:
+                by_position += losses.double().sum(0).cpu()
+                rows += y.shape[0]
     finally:
         model.train(was)
     if count == 0:
         raise ValueError(f"no evaluation sequences of length {seq_len}: the split has too few tokens")
     loss = total / count
-    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "tokens": count,
-            "tokens_per_s": count / seconds if seconds > 0 else float("nan")}
+    out = {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "tokens": count,
+           "tokens_per_s": count / seconds if seconds > 0 else float("nan")}
+    if per_position:
+        out["per_position_loss"] = (by_position / rows).tolist()
+    return out
 
 
 class LanguageModelObjective(Objective):

@@ -39,6 +39,9 @@ strided    ``strided(stride)``: the previous ``stride`` positions plus every ``s
 fixed      ``fixed(stride, c=1)``: the current window of ``stride`` plus the last position of
            every earlier window (Sparse Transformer's "fixed" summary columns)
 mixed      ``per_head``: the first half of the heads local, the other half strided
+global_    ``sliding_window(window, causal=True) | global_tokens(range(num_global))``: the window
+local      plus the first ``num_global`` positions, which every later position sees (Longformer's
+           global tokens, causal; the commissioning report's "global + local" pattern)
 =========  ==================================================================================
 
 or pass any ``Pattern`` as ``GPTNeoX(config, pattern=...)``.
@@ -57,12 +60,13 @@ from torch import nn
 
 from ..attention.cores import AttentionCore, BlockSparseCore, CausalCore, DenseCore
 from ..attention.layer import KVCache, MultiHeadAttention
-from ..patterns import Pattern, causal, fixed, intersection, per_head, sliding_window, strided
+from ..patterns import (Pattern, causal, fixed, global_tokens, intersection, per_head, sliding_window, strided,
+                        union)
 
 __all__ = ["GPTNeoXConfig", "PRESETS", "preset", "ATTENTION_KINDS", "attention_pattern", "attention_core", "GPTNeoX",
            "Attention", "KVCache", "generate", "forward_flops"]
 
-ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed")
+ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed", "global_local")
 
 
 @dataclass
@@ -91,12 +95,15 @@ class GPTNeoXConfig:
     window: int = 128
     stride: int = 64
     block_size: int = 64
+    #: global positions 0 .. num_global - 1 of ``attention="global_local"``
+    num_global: int = 16
 
     def __post_init__(self):
         from .. import _validation as V
 
         V.check_int_fields(self, positive=("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                                           "max_position_embeddings", "window", "stride", "block_size"))
+                                           "max_position_embeddings", "window", "stride", "block_size",
+                                           "num_global"))
         if self.hidden_size % self.num_heads:
             raise ValueError(f"`hidden_size`={self.hidden_size} must be divisible by `num_heads`={self.num_heads}")
         V.check_int_fields(self, optional_positive=("num_kv_heads",))
@@ -170,6 +177,8 @@ def attention_pattern(config: GPTNeoXConfig) -> Pattern | None:
         p = strided(config.stride)
     elif kind == "fixed":
         p = fixed(config.stride, c=1)
+    elif kind == "global_local":
+        p = union(local, global_tokens(range(config.num_global)))
     else:  # mixed
         if config.num_heads < 2:
             raise ValueError("`attention='mixed'` needs at least 2 heads")
