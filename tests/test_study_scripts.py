@@ -1,5 +1,6 @@
 """The study scripts' --quick smoke tests never write into the committed results."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,47 @@ def test_quick_writes_to_scratch_and_refuses_committed_results(name, results, ca
     with pytest.raises(SystemExit):
         script.parse_args(["--quick", "--out", str(ROOT / "results" / results)])
     assert "--out" in capsys.readouterr().err
+
+
+def _finished(run, loss):
+    run.dir.mkdir(parents=True)
+    (run.dir / "metrics.json").write_text(json.dumps({"finished": True, "step": run.steps, "last_eval": {"loss": loss}}))
+
+
+def test_case_study_sweep_choice_and_equal_wall_clock_steps(tmp_path):
+    cs = _script("case_study")
+    args = cs.parse_args(["--runs", str(tmp_path), "--out", str(tmp_path / "out")])
+    sweep = cs.sweep_runs(args)
+    assert [r.lr for r in sweep] == args.sweep_lrs and all(r.kind == "dense" for r in sweep)
+    assert cs.chosen_lr(args) is None  # nothing finished yet
+    for r, loss in zip(sweep, [5.2, 5.0, 5.9, 5.4]):
+        _finished(r, loss)
+    assert cs.chosen_lr(args) == sweep[1].lr
+    main = cs.main_runs(args, 0.002)
+    assert len(main) == len(args.kinds) * len(args.seeds) == 15
+    assert len({r.dir.name for r in main}) == 15  # one folder per kind and seed
+    cmd = main[0].train_command()
+    for flag, value in (("--steps", "1000"), ("--lr", "0.002"), ("--warmup", "50"), ("--seq-len", "512"),
+                        ("--batch-size", "16"), ("--num-global", "16")):
+        assert cmd[cmd.index(flag) + 1] == value, flag
+    # equal wall clock: steps = budget x the kind's own rate / tokens per step
+    cal = {f"{args.long_preset}-{k}-4096": {"train_tokens_per_s": rate, "tokens_per_step": 8192}
+           for k, rate in zip(args.kinds, [1000, 2500, 2000, 2200, 2400])}
+    long = cs.long_runs(args, 0.002, cal)
+    assert [r.steps for r in long] == [int(1200 * rate / 8192) for rate in [1000, 2500, 2000, 2200, 2400]]
+    assert all(r.batch * r.n == 8192 for r in long)
+
+
+def test_pythia70m_script_checks_its_arguments_and_needs_a_gpu_for_cuda(capsys, monkeypatch):
+    import torch
+
+    script = _script("pythia70m")
+    with pytest.raises(SystemExit):
+        script.parse_args(["--steps", "0"])
+    assert "--steps must be a positive integer" in capsys.readouterr().err
+    args = script.parse_args(["--kinds", "dense", "global_local"])
+    cmd = script.train_command(args, "global_local", Path("run"), 10)
+    assert cmd[cmd.index("--preset") + 1] == "pythia-70m" and cmd[cmd.index("--device") + 1] == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert script.main(["--device", "cuda"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
