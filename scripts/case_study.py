@@ -30,7 +30,7 @@ finished run is reused, a stopped one continues from its checkpoint with bit-ide
 the end of a session) loses at most the steps since the last checkpoint. Run the same command
 again to go on.
 
-Writes to ``--out`` (default ``results/case_study/``):
+Writes to ``--out`` (default ``results/case_study_next/``, see :data:`RESULTS`):
 
 * ``summary.json`` -- the command, machine (CPU, load averages at start and end, torch), date,
   ``baselines``, ``sweep`` (the chosen learning rate), and ``runs``: one entry per finished run
@@ -72,6 +72,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from studies import SCRATCH  # noqa: E402
 
 KINDS = ("dense", "local", "strided", "mixed", "global_local")
+#: where this study's results go: ``results/case_study_next/`` while it runs over several sessions;
+#: Chapter 9 reads ``results/case_study/`` (the earlier 128-step study) until this one is complete
+#: and the chapter is rewritten for it, and then this folder takes that name
+RESULTS = "case_study_next"
 STAGES = ("baselines", "sweep", "main", "long")
 PROMPT = " = Valkyria Chronicles III = \n"
 #: training tokens/s measured on a quiet 2-core AMD EPYC (for the printed estimate only)
@@ -92,7 +96,7 @@ def parse_args(argv=None):
                                 epilog="Stages: " + ", ".join(STAGES) + " (see the module docstring).")
     p.add_argument("--quick", action="store_true", help="tiny model, short sequences, few steps (1-2 minutes)")
     p.add_argument("--out", default=None,
-                   help="folder for summary.json and the rest (default: results/case_study/; with --quick: "
+                   help="folder for summary.json and the rest (default: results/case_study_next/; with --quick: "
                         "results/tmp/case_study_quick/, never a folder of committed results)")
     p.add_argument("--runs", default=None,
                    help="run folders with checkpoints (default: ~/.cache/sparse_course/case_study/runs; "
@@ -130,7 +134,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     q = args.quick
     if args.out is None:
-        args.out = str(SCRATCH / "case_study_quick" if q else ROOT / "results" / "case_study")
+        args.out = str(SCRATCH / "case_study_quick" if q else ROOT / "results" / RESULTS)
     if args.runs is None:
         args.runs = str(SCRATCH / "case_study_runs_quick" if q else cache_root() / "case_study" / "runs")
     if q and SCRATCH.resolve() not in Path(args.out).resolve().parents:

@@ -15,7 +15,7 @@ def _script(name):
     return module
 
 
-@pytest.mark.parametrize("name,results", [("case_study", "case_study"), ("distill_study", "distill")])
+@pytest.mark.parametrize("name,results", [("case_study", "case_study_next"), ("distill_study", "distill")])
 def test_quick_writes_to_scratch_and_refuses_committed_results(name, results, capsys):
     script = _script(name)
     full = script.parse_args([])
