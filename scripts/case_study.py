@@ -79,8 +79,8 @@ RESULTS = "case_study_next"
 STAGES = ("baselines", "sweep", "main", "long")
 PROMPT = " = Valkyria Chronicles III = \n"
 #: training tokens/s measured on a quiet 2-core AMD EPYC (for the printed estimate only)
-RATES = {("tiny", 64): 9000, ("small", 512): 3000, ("tiny", 4096): 5000, ("long", 4096): 1500,
-         ("long", 8192): 800}
+RATES = {("tiny", 64): 9000, ("small", 512): 2600, ("tiny", 4096): 5000, ("long", 4096): 1600,
+         ("long", 8192): 1000}
 
 
 def cache_root() -> Path:
@@ -119,9 +119,9 @@ def parse_args(argv=None):
     p.add_argument("--long-seq-lens", type=int, nargs="+", default=None, help="default 4096 (quick: 256)")
     p.add_argument("--long-budget-s", type=float, default=None,
                    help="training seconds of every long-stage run (default 1200; quick: 10)")
-    p.add_argument("--long-window", type=int, default=None, help="local window of the long stage (default 256; quick: 32)")
-    p.add_argument("--long-stride", type=int, default=None, help="stride of the long stage (default 256; quick: 32)")
-    p.add_argument("--long-block-size", type=int, default=None, help="block of the long stage (default 128; quick: 32)")
+    p.add_argument("--long-window", type=int, default=None, help="local window of the long stage (default 128; quick: 32)")
+    p.add_argument("--long-stride", type=int, default=None, help="stride of the long stage (default 128; quick: 32)")
+    p.add_argument("--long-block-size", type=int, default=None, help="block of the long stage (default 64; quick: 32)")
     p.add_argument("--eval-points", type=int, default=16,
                    help="validations during a main or long run (default 16; a sweep run has 8)")
     p.add_argument("--eval-batches", type=int, default=None,
@@ -145,7 +145,7 @@ def parse_args(argv=None):
                     window=16 if q else 128, stride=16 if q else 64, block_size=16 if q else 64,
                     num_global=4 if q else 16, long_preset="tiny" if q else "long",
                     long_seq_lens=[256] if q else [4096], long_budget_s=10.0 if q else 1200.0,
-                    long_window=32 if q else 256, long_stride=32 if q else 256, long_block_size=32 if q else 128,
+                    long_window=32 if q else 128, long_stride=32 if q else 128, long_block_size=32 if q else 64,
                     eval_batches=1 if q else 8, final_eval_batches=2 if q else None, gen_tokens=8 if q else 64)
     for k, v in defaults.items():
         if getattr(args, k) is None:

@@ -15,7 +15,7 @@ from .common import (DISTRIBUTED_HELP, ENGINE_FIELDS, add_engine_arguments, clea
                      is_main_process, passive_openmp)
 
 ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed", "global_local")
-PRESET_NAMES = ("pythia-70m", "pythia-160m", "tiny", "small")
+PRESET_NAMES = ("pythia-70m", "pythia-160m", "tiny", "small", "long")
 MODEL_FIELDS = ("preset", "attention", "window", "stride", "block_size", "num_global", "vocab_size", "num_kv_heads")
 ATTENTION_HELP = ("attention: dense (SDPA), local (sliding window), strided (Sparse Transformer strided), "
                   "fixed (Sparse Transformer fixed), mixed (half the heads local, half strided), "

@@ -149,6 +149,11 @@ PRESETS: dict[str, dict] = {
     "pythia-160m": dict(vocab_size=50304, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
     "tiny": dict(vocab_size=10000, hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512),
     "small": dict(vocab_size=10000, hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+    # for long contexts (4k-8k): attention FLOPs per token ~ n / (12 d + V / layers) of the rest,
+    # so a narrower model than small with more layers than tiny, where attention is most of a
+    # dense step (measure it: python -m sparse_core bench kernels --model-presets long)
+    "long": dict(vocab_size=10000, hidden_size=192, num_layers=6, num_heads=3, intermediate_size=768,
+                 max_position_embeddings=8192),
 }
 
 
