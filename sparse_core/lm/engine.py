@@ -292,7 +292,8 @@ def fit(cfg: EngineConfig, out_dir: str | os.PathLike, objective: Objective, mod
         dist: Distributed | None = None, device: torch.device | None = None, progress: bool = True,
         callback: Callable[[int, float], None] | None = None, command: str | None = None,
         log: Callable[[str], None] = print) -> dict:
-    """Optimise ``model`` with ``optimizer`` on ``train_tokens`` for ``cfg.steps`` steps, or from the
+    """Optimise ``model`` with ``optimizer`` on ``train_tokens`` (a token array, or a batch source:
+    see the first lines) for ``cfg.steps`` steps, or from the
     checkpoint ``state`` (:func:`read_checkpoint`) on; returns the metrics written to ``metrics.json``
     (on ranks other than 0 only what that rank knows). ``callback(step, loss)`` runs after every step.
     """
@@ -303,7 +304,11 @@ def fit(cfg: EngineConfig, out_dir: str | os.PathLike, objective: Objective, mod
     main = dist.is_main
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT
-    batches = TokenBatches(train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
+    # a token stream is cut into sequences here; a task that makes its own examples passes a batch
+    # source instead (``batch(step) -> (x, y)`` for this rank, ``describe() -> dict``), as
+    # :mod:`sparse_core.lra` does
+    batches = (train_tokens if hasattr(train_tokens, "batch") and hasattr(train_tokens, "describe") else
+               TokenBatches(train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed, dist.rank, dist.world_size))
     params = [p for p in model.parameters() if p.requires_grad]
     run = Run(cfg, model, 0, {"train": [], "val": []}, {})
     train_seconds, tokens_seen = 0.0, 0
