@@ -15,7 +15,7 @@ def _script(name):
     return module
 
 
-@pytest.mark.parametrize("name,results", [("case_study", "case_study_next"), ("distill_study", "distill")])
+@pytest.mark.parametrize("name,results", [("case_study", "case_study_next"), ("distill_study", "distill"), ("lra", "lra")])
 def test_quick_writes_to_scratch_and_refuses_committed_results(name, results, capsys):
     script = _script(name)
     full = script.parse_args([])
@@ -72,3 +72,20 @@ def test_pythia70m_script_checks_its_arguments_and_needs_a_gpu_for_cuda(capsys, 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert script.main(["--device", "cuda"]) == 2
     assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_lra_plan_covers_every_method_and_only_pairs_that_fit():
+    from sparse_core.attention.methods import METHODS
+
+    lra = _script("lra")
+    args = lra.parse_args(["--mqar-seq-lens", "64", "256", "--mqar-pairs", "8", "32", "--seeds", "0", "1"])
+    runs = lra.plan(args)
+    mqar = [r for r in runs if r["task"] == "mqar"]
+    assert {r["method"] for r in mqar} == set(METHODS) - {"linformer"}  # not causal
+    assert {(r["seq_len"], r["num_kv_pairs"]) for r in mqar} == {(64, 8), (256, 8), (256, 32)}  # 4 P <= n
+    assert {r["method"] for r in runs if r["task"] == "listops"} == set(METHODS)
+    assert len({lra.run_dir(args, r) for r in runs}) == len(runs)
+    for r in runs:  # every method's options are accepted by its layer
+        cfg = lra.config(args, r)
+        cfg.model_config()  # raises if the method does not take an option
+        assert cfg.batch_size * cfg.seq_len <= args.mqar_tokens_per_step or r["task"] == "listops"

@@ -6,6 +6,12 @@
 (``n_classes=None``: MQAR, causal) or over ``n_classes`` from the mean of the non-pad positions
 (ListOps, bidirectional). Every model of a comparison has the same width, depth and budget; only
 ``method`` (and its options) changes.
+
+``token_shift``: each position's input also carries the previous token's embedding (a causal
+convolution of width 2, like the short convolutions in front of the mixers of Zoology's models).
+On MQAR it spares the model learning a previous-token head from absolute positions: the value's
+position then holds its key, and recall is one attention hop from the queried key to it, found by
+content and as far back as the pair lies -- the part of the task that tests the attention method.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ class TaskModelConfig:
     #: None: a prediction per position over the vocabulary; else classes from the pooled sequence
     n_classes: int | None = None
     pad_id: int = 0
+    token_shift: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "max_len", "d_model", "n_layers", "n_heads"):
@@ -68,6 +75,7 @@ class TaskModel(nn.Module):
         d = config.d_model
         self.tok = nn.Embedding(config.vocab_size, d)
         self.pos = nn.Embedding(config.max_len, d)
+        self.shift = nn.Linear(d, d, bias=False) if config.token_shift else None
         self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layers))
         self.ln = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.n_classes or config.vocab_size)
@@ -78,7 +86,10 @@ class TaskModel(nn.Module):
         B, T = ids.shape
         if T > self.config.max_len:
             raise ValueError(f"sequence of {T} tokens is longer than `max_len`={self.config.max_len}")
-        x = self.tok(ids) + self.pos(torch.arange(T, device=ids.device))      # (B, T, C)
+        e = self.tok(ids)                                                     # (B, T, C)
+        x = e + self.pos(torch.arange(T, device=ids.device))
+        if self.shift is not None:  # + W e_{t-1} (nothing before the first token)
+            x = x + self.shift(torch.nn.functional.pad(e, (0, 0, 1, 0))[:, :-1])
         for block in self.blocks:
             x = block(x)
         x = self.ln(x)

@@ -40,6 +40,8 @@ class TaskConfig(EngineConfig, seq_len=256, batch_size=32, steps=2000, lr=3e-3, 
     #: MQAR: pairs per sequence and vocabulary (keys from the lower half, values the upper)
     num_kv_pairs: int = 16
     vocab_size: int = 256
+    #: the previous token's embedding added to each position's input (:class:`TaskModelConfig`)
+    token_shift: bool = True
     #: ListOps: the generator's depth and arguments, and the size of the training pool
     max_depth: int = 10
     max_args: int = 10
@@ -57,7 +59,7 @@ class TaskConfig(EngineConfig, seq_len=256, batch_size=32, steps=2000, lr=3e-3, 
         return TaskModelConfig(vocab_size=self.vocab_size if mqar else len(LISTOPS_VOCAB), max_len=self.seq_len,
                                d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads,
                                method=self.method, options=dict(self.options), causal=mqar,
-                               n_classes=None if mqar else 10)
+                               n_classes=None if mqar else 10, token_shift=self.token_shift)
 
 
 def make_batches(cfg: TaskConfig, rank: int = 0, world_size: int = 1):
