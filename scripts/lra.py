@@ -5,8 +5,9 @@ Stages (``--stages`` picks some):
 
 ``mqar``
     every causal method of :data:`sparse_core.attention.methods.METHODS` (Linformer is not causal and
-    is left out) at each ``--mqar-seq-lens`` and ``--mqar-pairs`` (pairs that fit: ``4 P <= n``),
-    ``--seeds`` each; accuracy on held-out examples, over every queried key.
+    is left out), ``--seeds`` each, on two sweeps: sequence length (``--mqar-seq-lens`` at
+    ``--mqar-length-pairs`` pairs) and number of pairs (``--mqar-pairs`` at ``--mqar-pairs-len``
+    tokens; pairs that fit, ``4 P <= n``); accuracy on held-out examples over every queried key.
 ``listops``
     every method (bidirectional, so Linformer too) on ListOps expressions of up to ``--listops-seq-len``
     tokens; accuracy over held-out expressions (ten classes).
@@ -62,13 +63,15 @@ def parse_args(argv=None):
     p.add_argument("--d-model", type=int, default=None, help="default 64")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--mqar-seq-lens", type=int, nargs="+", default=None, help="default 256 512 1024")
-    p.add_argument("--mqar-pairs", type=int, nargs="+", default=None, help="default 8 32 64")
+    p.add_argument("--mqar-seq-lens", type=int, nargs="+", default=None, help="length sweep (default 256 512 1024)")
+    p.add_argument("--mqar-length-pairs", type=int, default=None, help="pairs of the length sweep (default 16)")
+    p.add_argument("--mqar-pairs", type=int, nargs="+", default=None, help="pairs sweep (default 8 16 32 64)")
+    p.add_argument("--mqar-pairs-len", type=int, default=None, help="length of the pairs sweep (default 512)")
     p.add_argument("--mqar-vocab", type=int, default=256)
-    p.add_argument("--mqar-steps", type=int, default=None, help="default 1500")
-    p.add_argument("--mqar-tokens-per-step", type=int, default=16384, help="batch = this / seq_len")
+    p.add_argument("--mqar-steps", type=int, default=None, help="default 800")
+    p.add_argument("--mqar-tokens-per-step", type=int, default=8192, help="batch = this / seq_len")
     p.add_argument("--listops-seq-len", type=int, default=None, help="default 512")
-    p.add_argument("--listops-steps", type=int, default=None, help="default 2000")
+    p.add_argument("--listops-steps", type=int, default=None, help="default 1000")
     p.add_argument("--listops-batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--window", type=int, default=None, help="window of local/longformer/global_local/nsa (default 64)")
@@ -78,8 +81,9 @@ def parse_args(argv=None):
     q = args.quick
     defaults = dict(methods=["dense", "local"] if q else list(METHODS), seeds=[0] if q else [0, 1],
                     d_model=32 if q else 64, mqar_seq_lens=[64] if q else [256, 512, 1024],
-                    mqar_pairs=[4] if q else [8, 32, 64], mqar_steps=4 if q else 1500,
-                    listops_seq_len=64 if q else 512, listops_steps=4 if q else 2000,
+                    mqar_length_pairs=4 if q else 16, mqar_pairs=[4] if q else [8, 16, 32, 64],
+                    mqar_pairs_len=64 if q else 512, mqar_steps=4 if q else 800,
+                    listops_seq_len=64 if q else 512, listops_steps=4 if q else 1000,
                     window=16 if q else 64, block_size=16 if q else 32)
     for k, v in defaults.items():
         if getattr(args, k) is None:
@@ -129,14 +133,15 @@ def plan(args) -> list[dict]:
     runs = []
     causal_methods = [m for m in args.methods if m != "linformer"]
     if "mqar" in args.stages:
-        for n in args.mqar_seq_lens:
-            for P in args.mqar_pairs:
-                if 4 * P > n:
-                    continue
-                for seed in args.seeds:
-                    for m in causal_methods:
-                        runs.append(dict(task="mqar", method=m, seq_len=n, num_kv_pairs=P, seed=seed,
-                                         steps=args.mqar_steps, batch_size=max(1, args.mqar_tokens_per_step // n)))
+        settings = [(n, args.mqar_length_pairs) for n in args.mqar_seq_lens]
+        settings += [(args.mqar_pairs_len, P) for P in args.mqar_pairs if (args.mqar_pairs_len, P) not in settings]
+        for n, P in settings:
+            if 4 * P > n:
+                continue
+            for seed in args.seeds:
+                for m in causal_methods:
+                    runs.append(dict(task="mqar", method=m, seq_len=n, num_kv_pairs=P, seed=seed,
+                                     steps=args.mqar_steps, batch_size=max(1, args.mqar_tokens_per_step // n)))
     if "listops" in args.stages:
         for seed in args.seeds:
             for m in args.methods:

@@ -78,11 +78,13 @@ def test_lra_plan_covers_every_method_and_only_pairs_that_fit():
     from sparse_core.attention.methods import METHODS
 
     lra = _script("lra")
-    args = lra.parse_args(["--mqar-seq-lens", "64", "256", "--mqar-pairs", "8", "32", "--seeds", "0", "1"])
+    args = lra.parse_args(["--mqar-seq-lens", "64", "256", "--mqar-length-pairs", "8", "--mqar-pairs", "8", "32",
+                           "128", "--mqar-pairs-len", "256", "--seeds", "0", "1"])
     runs = lra.plan(args)
     mqar = [r for r in runs if r["task"] == "mqar"]
     assert {r["method"] for r in mqar} == set(METHODS) - {"linformer"}  # not causal
-    assert {(r["seq_len"], r["num_kv_pairs"]) for r in mqar} == {(64, 8), (256, 8), (256, 32)}  # 4 P <= n
+    # the length sweep at 8 pairs, the pairs sweep at 256 tokens, once each, only where 4 P <= n
+    assert sorted({(r["seq_len"], r["num_kv_pairs"]) for r in mqar}) == [(64, 8), (256, 8), (256, 32)]
     assert {r["method"] for r in runs if r["task"] == "listops"} == set(METHODS)
     assert len({lra.run_dir(args, r) for r in runs}) == len(runs)
     for r in runs:  # every method's options are accepted by its layer
