@@ -32,9 +32,10 @@ ROOMS = {
     "attention": "the float64 oracle, streaming attention, cost model, `block_sparse_attention` + autograd, "
                  "the attention layer and its cores",
     "approx": "content-based and approximate attention (top-k, routing, learned mask, NSA, Synthesizer, "
-              "Linformer, Performer)",
+              "Linformer, Performer), and every method of the course by name (`methods`)",
     "models": "GPT-NeoX (Pythia), Hugging Face loading and compatibility adapters",
-    "lm": "WikiText-2 data and tokenizer, the training engine, distillation",
+    "lm": "WikiText-2 data and tokenizer, the training engine, distillation, n-gram baselines",
+    "lra": "long-range tasks (MQAR, ListOps) and a small Transformer for any method, on the training engine",
     "bench": "benchmarks behind `python -m sparse_core bench` and their timing helpers (the kernel benchmark also times whole models)",
     "course": "the chapter manifest, graded checks, the grader, the book's shared helpers",
     "cli": "`python -m sparse_core ...`: one parser, one module per command group",
@@ -189,6 +190,7 @@ def draw(edges: Counter, path: Path) -> None:
     # rooms on a grid: the pipeline from masks up to the command line, bottom to top
     place = {"(top)": (0.5, 0.02), "patterns": (0.2, 0.18), "kernels": (0.8, 0.18), "attention": (0.5, 0.36),
              "approx": (0.16, 0.54), "models": (0.5, 0.54), "bench": (0.84, 0.54), "lm": (0.5, 0.72),
+             "lra": (0.84, 0.72),
              "course": (0.16, 0.90), "cli": (0.5, 0.90)}
     fig = Figure(figsize=(8.5, 7.5))
     ax = fig.add_axes([0, 0, 1, 1])

@@ -4,7 +4,7 @@ and ListOps, CPU-sized, same model width, depth and training budget for every me
 Stages (``--stages`` picks some):
 
 ``mqar``
-    every causal method of :data:`sparse_core.attention.methods.METHODS` (Linformer is not causal and
+    every causal method of :data:`sparse_core.approx.methods.METHODS` (Linformer is not causal and
     is left out), ``--seeds`` each, on two sweeps: sequence length (``--mqar-seq-lens`` at
     ``--mqar-length-pairs`` pairs) and number of pairs (``--mqar-pairs`` at ``--mqar-pairs-len``
     tokens; pairs that fit, ``4 P <= n``); accuracy on held-out examples over every queried key.
@@ -50,7 +50,7 @@ RATE = 40000
 
 
 def parse_args(argv=None):
-    from sparse_core.attention.methods import METHODS
+    from sparse_core.approx.methods import METHODS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,7 +106,7 @@ def parse_args(argv=None):
 def method_options(method: str, args, n: int) -> dict:
     """The options of a method at length ``n``, sized alike: windows of ``--window``, blocks of
     ``--block-size``, a sixteenth of the keys for top-k, Linformer and Performer."""
-    from sparse_core.attention.methods import DEFAULTS
+    from sparse_core.approx.methods import DEFAULTS
 
     o = {}
     take = DEFAULTS[method]

@@ -1,11 +1,11 @@
-"""The method registry of Chapter 11 (sparse_core.attention.methods): every method builds, keeps
+"""The method registry of Chapter 11 (sparse_core.approx.methods): every method builds, keeps
 shapes, is causal when asked, and is the layer it names."""
 import pytest
 import torch
 
 from sparse_core import approx as A
 from sparse_core.attention.cores import BlockSparseCore, DenseCore
-from sparse_core.attention.methods import COMPLEXITY, DEFAULTS, METHODS, make_attention, method_options
+from sparse_core.approx.methods import COMPLEXITY, DEFAULTS, METHODS, make_attention, method_options
 
 CASES = [(m, c) for m in METHODS for c in (False, True) if not (m == "linformer" and c)]
 

@@ -75,7 +75,7 @@ def test_pythia70m_script_checks_its_arguments_and_needs_a_gpu_for_cuda(capsys, 
 
 
 def test_lra_plan_covers_every_method_and_only_pairs_that_fit():
-    from sparse_core.attention.methods import METHODS
+    from sparse_core.approx.methods import METHODS
 
     lra = _script("lra")
     args = lra.parse_args(["--mqar-seq-lens", "64", "256", "--mqar-length-pairs", "8", "--mqar-pairs", "8", "32",

@@ -26,6 +26,8 @@ module            layer                                  core                   
 ================  =====================================  =========================  ============================
 
 Chapter 6 builds top-k, routing, the learned mask and NSA; Chapter 7 Linformer; Chapter 8 Performer.
+:mod:`.methods` names every method of the course, these and the block-sparse patterns, as one
+layer factory (:func:`~sparse_core.approx.methods.make_attention`, Chapter 11).
 """
 from .learned_mask import LearnedMaskCore, LearnedMaskSelfAttention, gated_attention
 from .linformer import LinformerCore, LinformerSelfAttention, linformer_attention

@@ -1,7 +1,7 @@
 """A small Transformer for the tasks of Chapter 11, with any attention method of the course.
 
 ``TaskModel(config)``: token and learned position embeddings, ``n_layers`` pre-LayerNorm blocks
-(attention from :func:`sparse_core.attention.methods.make_attention`, then a GELU MLP of
+(attention from :func:`sparse_core.approx.methods.make_attention`, then a GELU MLP of
 ``4 d_model``), a final LayerNorm and a head: per position over the vocabulary
 (``n_classes=None``: MQAR, causal) or over ``n_classes`` from the mean of the non-pad positions
 (ListOps, bidirectional). Every model of a comparison has the same width, depth and budget; only
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attention.methods import make_attention, method_options
+from ..approx.methods import make_attention, method_options
 
 __all__ = ["TaskModelConfig", "TaskModel"]
 

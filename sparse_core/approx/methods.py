@@ -107,9 +107,14 @@ def make_attention(method: str, d_model: int, n_heads: int, n: int, causal: bool
 
     Defined in Chapter 11.
     """
-    from .. import approx as A
-    from .cores import BlockSparseCore, DenseCore
-    from .layer import MultiHeadAttention
+    from ..attention.cores import BlockSparseCore, DenseCore
+    from ..attention.layer import MultiHeadAttention
+    from .linformer import LinformerSelfAttention
+    from .nsa import NSASelfAttention
+    from .performer import PerformerSelfAttention
+    from .routing import RoutingSelfAttention
+    from .synthesizer import DenseSynthesizerAttention
+    from .topk import TopKSelfAttention
 
     o = method_options(method, **options)
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
@@ -123,12 +128,12 @@ def make_attention(method: str, d_model: int, n_heads: int, n: int, causal: bool
     if method == "linformer" and causal:
         raise ValueError("method 'linformer' is not causal: it mixes every position into its k projected keys")
     cls, extra = {
-        "topk": (A.TopKSelfAttention, {}),
-        "routing": (A.RoutingSelfAttention, {}),
-        "nsa": (A.NSASelfAttention, {}),
-        "linformer": (A.LinformerSelfAttention, {"seq_len": n}),
-        "performer": (A.PerformerSelfAttention, {}),
-        "synthesizer": (A.DenseSynthesizerAttention, {"max_len": n}),
+        "topk": (TopKSelfAttention, {}),
+        "routing": (RoutingSelfAttention, {}),
+        "nsa": (NSASelfAttention, {}),
+        "linformer": (LinformerSelfAttention, {"seq_len": n}),
+        "performer": (PerformerSelfAttention, {}),
+        "synthesizer": (DenseSynthesizerAttention, {"max_len": n}),
     }[method]
     kw = {**o, **extra}
     if "causal" in inspect.signature(cls).parameters:
