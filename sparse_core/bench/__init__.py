@@ -6,9 +6,11 @@ Each target is a module here with
 * ``add_arguments(parser, positive_int)`` -- its command-line options;
 * ``main(args) -> int`` -- run it from parsed arguments (writes JSON, a plot and a README).
 
-Targets: ``layouts`` (:mod:`sparse_core.bench.layouts`). A new target (e.g. ``kernels``) is a
-new module plus one entry in :data:`TARGETS`. Target modules import their heavy dependencies
-(torch, matplotlib, the patterns) inside functions, so building the command line stays cheap;
+Targets: ``layouts`` (:mod:`sparse_core.bench.layouts`), ``kernels``, ``cuda``, and ``methods``
+(:mod:`sparse_core.bench.methods`: every attention method as a layer, time and memory against n,
+fitted exponents). A new target is a new module plus one entry in :data:`TARGETS`. Target
+modules import their heavy dependencies (torch, matplotlib, the patterns) inside functions, so
+building the command line stays cheap;
 a target that fails to import is listed with the error instead of breaking the other commands.
 Nothing here asserts a speed; it only measures (timings with
 :func:`sparse_core.bench.timing.time_callable`).
@@ -22,6 +24,7 @@ TARGETS = {
     "layouts": "sparse_core.bench.layouts",
     "kernels": "sparse_core.bench.kernels",
     "cuda": "sparse_core.bench.cuda",
+    "methods": "sparse_core.bench.methods",
 }
 
 
