@@ -56,6 +56,7 @@ CHAPTERS: tuple[ChapterEntry, ...] = (
     _chapter("8", "ch08_performer", "Performer: softmax attention with random features"),
     _chapter("9", "ch09_case_study", "The case study: a Pythia-style model with block-sparse attention"),
     _chapter("10", "ch10_distill", "Distilling sparse attention from a dense teacher"),
+    _chapter("11", "ch11_analysis", "Benchmarking and analysis: cost, long-range quality, training dynamics"),
 )
 
 
