@@ -84,6 +84,16 @@ def fmt_mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
+def existing_dir(text: str) -> str:
+    """argparse type of a folder that must exist (a typo is refused, never silently ignored)."""
+    import argparse
+    import os
+
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing folder")
+    return text
+
+
 def clear_errors(fn):
     """Expected failures (missing data or checkpoint, offline download, settings that do not
     fit) print one line and exit with status 2 instead of a traceback."""
@@ -139,7 +149,8 @@ def add_engine_arguments(p, *, seq_len=256, seq_len_help="tokens per training se
     p.add_argument("--eval-batches", type=positive_int, default=eval_batches, help="validation batches per evaluation")
     p.add_argument("--checkpoint-interval", type=positive_int, default=checkpoint_interval, help="save every N steps")
     p.add_argument("--threads", type=positive_int, default=None, help="torch/numba threads per process (default: all cores)")
-    p.add_argument("--data-dir", default=None, help="folder holding wikitext-2/ (default: see sparse_core.lm.data)")
+    p.add_argument("--data-dir", type=existing_dir, default=None,
+                   help="folder holding wikitext-2/ (default: see sparse_core.lm.data)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cpu, or cuda (under torchrun: the GPU of each process's LOCAL_RANK)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

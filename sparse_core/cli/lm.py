@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from .common import (DISTRIBUTED_HELP, ENGINE_FIELDS, add_engine_arguments, clear_errors, command_line, fmt_mib,
-                     is_main_process, passive_openmp)
+from .common import (DISTRIBUTED_HELP, ENGINE_FIELDS, add_engine_arguments, clear_errors, command_line,
+                     existing_dir, fmt_mib, is_main_process, passive_openmp)
 
 ATTENTION_KINDS = ("dense", "local", "strided", "fixed", "mixed", "global_local")
 PRESET_NAMES = ("pythia-70m", "pythia-160m", "tiny", "small", "long")
@@ -177,7 +177,7 @@ def add_parsers(sub, positive_int, positive_float) -> None:
     e.add_argument("--seq-len", type=positive_int, default=None, help="default: the run's (512 for --hf-model)")
     e.add_argument("--batch-size", type=positive_int, default=8, help="sequences per forward pass")
     e.add_argument("--max-batches", type=positive_int, default=None, help="default: the whole split")
-    e.add_argument("--data-dir", default=None, help="folder holding wikitext-2/")
+    e.add_argument("--data-dir", type=existing_dir, default=None, help="folder holding wikitext-2/")
     e.add_argument("--per-position", action="store_true",
                    help="also the mean loss at each position of the sequence (in the --json file)")
     e.set_defaults(func=clear_errors(cmd_eval))

@@ -21,6 +21,20 @@ from .common import positive_float, positive_int, use_help_formatter
 def _cmd_grade(args) -> int:
     from ..course.runner import main_grade
 
+    from ..course.checks import all_chapters
+
+    chapters = all_chapters()
+    numbers = {str(c.number) for c in chapters} | {c.slug for c in chapters}
+    exercises = [e for c in chapters for e in c.exercises()]
+    for c in args.chapter or []:
+        if str(c) not in numbers:
+            print(f"error: --chapter {c}: no such graded chapter; the graded chapters are "
+                  f"{', '.join(str(ch.number) for ch in chapters)}", file=sys.stderr)
+            return 2
+    for e in args.exercise or []:
+        if e not in exercises:
+            print(f"error: --exercise {e}: no such exercise; the exercises are {', '.join(exercises)}", file=sys.stderr)
+            return 2
     only = [str(c) for c in args.chapter or []] + list(args.exercise or [])
     args.only = ",".join(only) if only else None
     return main_grade(args)

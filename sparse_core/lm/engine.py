@@ -175,13 +175,17 @@ def atomic_json(obj: Any, path: Path) -> None:
 
 
 def read_checkpoint(out_dir: str | os.PathLike, cfg: EngineConfig, *, resume: bool, config_key: str) -> dict | None:
-    """The checkpoint of the run in ``out_dir`` when resuming (None when there is none yet).
+    """The checkpoint of the run in ``out_dir`` when resuming (None for a new run).
 
-    Raises FileExistsError when one exists and ``resume`` is False, ValueError when it was saved
+    Raises FileExistsError when one exists and ``resume`` is False, FileNotFoundError when none
+    exists and ``resume`` is True (nothing to resume is an error, not a fresh start), ValueError when it was saved
     with settings (other than :data:`RESUMABLE_CHANGES`) that differ from ``cfg``.
     """
     path = Path(out_dir) / CHECKPOINT
     if not path.exists():
+        if resume:
+            raise FileNotFoundError(f"nothing to resume in {out_dir}: it holds no {CHECKPOINT} (drop --resume to "
+                                    "start a new run there)")
         return None
     if not resume:
         raise FileExistsError(f"{path} exists: pass resume=True (--resume) to continue it, or choose "
