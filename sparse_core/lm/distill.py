@@ -96,8 +96,8 @@ from .. import _validation as V
 from .data.batching import eval_batches
 from ..models.gpt_neox import GPTNeoX, GPTNeoXConfig
 from . import distributed
-from .engine import (CHECKPOINT, METRICS, EngineConfig, Objective, Run, fit, read_checkpoint, resolve_device,
-                     set_threads)
+from .engine import (CHECKPOINT, METRICS, EngineConfig, Objective, Run, fit, load_checkpoint_file, read_checkpoint,
+                     resolve_device, set_threads)
 from .students import (StudentAttention, attention_parameter_names, freeze_all_but_attention, hard_gates, l1_penalty,
                        record_stats)
 
@@ -433,7 +433,7 @@ def load_student(run_dir: str | os.PathLike):
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"no {CHECKPOINT} in {run_dir} (a folder written by `python -m sparse_core distill`)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(path)
     cfg = DistillConfig(**state["distill_config"])
     teacher = GPTNeoX(GPTNeoXConfig.from_dict(state["model_config"]))
     student = make_student(teacher, cfg)

@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
 import resource
 import signal
@@ -51,8 +52,9 @@ from .data.batching import TokenBatches
 from .distributed import Distributed
 
 __all__ = ["EngineConfig", "Objective", "StopFlag", "fit", "lr_at", "read_checkpoint", "rng_state", "set_rng_state",
-           "atomic_torch_save", "atomic_json", "peak_rss_bytes", "set_threads", "resolve_device", "CHECKPOINT",
-           "METRICS", "TOKENIZER", "RESUMABLE_CHANGES", "Run", "exit_status"]
+           "atomic_torch_save", "atomic_json", "atomic_save_tokenizer", "load_checkpoint_file", "peak_rss_bytes",
+           "set_threads", "resolve_device", "CHECKPOINT", "METRICS", "TOKENIZER", "RESUMABLE_CHANGES", "Run",
+           "exit_status"]
 
 CHECKPOINT, METRICS, TOKENIZER = "checkpoint.pt", "metrics.json", "tokenizer.json"
 #: fields that may change when resuming (they do not change the optimisation)
@@ -159,9 +161,48 @@ def set_rng_state(state: dict) -> None:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file beside ``path``, flushed to disk (``fsync``) before it is
+    renamed over ``path``; the temporary file is removed if writing fails or is interrupted, and
+    temporary files that killed writers left behind (``.<name>.<pid>.tmp`` of a process that no
+    longer runs) are removed first."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:-4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # the rename itself reaches the disk with the folder's entry
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def atomic_save_tokenizer(tokenizer, path: Path) -> None:
+    """A ``tokenizers.Tokenizer`` written atomically (as the checkpoint is)."""
+    _atomic_write(Path(path), lambda tmp: tmp.write_text(tokenizer.to_str()))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -190,12 +231,29 @@ def read_checkpoint(out_dir: str | os.PathLike, cfg: EngineConfig, *, resume: bo
     if not resume:
         raise FileExistsError(f"{path} exists: pass resume=True (--resume) to continue it, or choose "
                               "another output folder")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(path)
+    if config_key not in state:
+        raise ValueError(f"{path} is not a checkpoint of this kind of run: it has no {config_key!r} entry")
     saved = type(cfg)(**state[config_key])
     diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in dataclasses.asdict(cfg)
             if k not in RESUMABLE_CHANGES and getattr(saved, k) != getattr(cfg, k)}
     if diff:
         raise ValueError(f"cannot resume {path} with different settings (saved, given): {diff}")
+    return state
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict:
+    """``torch.load`` of a checkpoint on the CPU; a truncated or corrupt file is a ValueError that
+    names it (not torch's "PytorchStreamReader failed reading zip archive")."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt: {str(e).splitlines()[0]}); "
+                         "restore it or start the run again") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a checkpoint: it holds a {type(state).__name__}, not a dict")
     return state
 
 
@@ -331,7 +389,7 @@ def fit(cfg: EngineConfig, out_dir: str | os.PathLike, objective: Objective, mod
     if main:
         out.mkdir(parents=True, exist_ok=True)
         if tokenizer is not None:
-            tokenizer.save(str(out / TOKENIZER))
+            atomic_save_tokenizer(tokenizer, out / TOKENIZER)
     wrapped = dist.wrap(model, device)
 
     def save(interrupted=False, stopped_by=None):

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 from . import distributed
 from .data.batching import eval_batches
-from .engine import (CHECKPOINT, METRICS, TOKENIZER, EngineConfig, Objective, Run, fit, lr_at, peak_rss_bytes,
-                     read_checkpoint, resolve_device, set_threads)
+from .engine import (CHECKPOINT, METRICS, TOKENIZER, EngineConfig, Objective, Run, fit, load_checkpoint_file, lr_at,
+                     peak_rss_bytes, read_checkpoint, resolve_device, set_threads)
 from ..models.gpt_neox import GPTNeoX, GPTNeoXConfig, preset
 
 __all__ = ["TrainConfig", "lr_at", "make_optimizer", "evaluate", "train", "load_run", "peak_rss_bytes",
@@ -207,7 +207,7 @@ def load_run(run_dir: str | os.PathLike, **config_overrides: Any):
     path = run / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"no {CHECKPOINT} in {run} (a folder written by `python -m sparse_core train`)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(path)
     config = GPTNeoXConfig.from_dict({**state["model_config"], **config_overrides})
     model = GPTNeoX(config)
     model.load_state_dict(state["model"])
