@@ -148,7 +148,8 @@ def add_engine_arguments(p, *, seq_len=256, seq_len_help="tokens per training se
     p.add_argument("--eval-interval", type=positive_int, default=eval_interval, help="validate every N steps")
     p.add_argument("--eval-batches", type=positive_int, default=eval_batches, help="validation batches per evaluation")
     p.add_argument("--checkpoint-interval", type=positive_int, default=checkpoint_interval, help="save every N steps")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch/numba threads per process (default: all cores)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch/numba threads per process (default: all cores); a run resumed with another "
+                        "count agrees to rounding, not bit for bit")
     p.add_argument("--data-dir", type=existing_dir, default=None,
                    help="folder holding wikitext-2/ (default: see sparse_core.lm.data)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",

@@ -12,8 +12,12 @@ loss of ``train``; the teacher forward, KL loss and student evaluation of ``dist
   ``os.replace``, :func:`atomic_torch_save`) every ``checkpoint_interval`` steps, at the end and when
   stopped. They hold the (unwrapped) model, the optimiser, the global step, the RNG states
   (:func:`rng_state`: torch, numpy, python), the description of the global batch order and the
-  history, so a resumed run continues with bit-identical losses. Nothing in them depends on the
-  number of processes: a run saved under N ranks resumes under M.
+  history, so a resumed run continues with bit-identical losses **when it resumes with the same
+  threads, processes and device**. Nothing in them depends on those, so a run saved under N ranks
+  (or threads) resumes under M, and then follows the same optimisation with the same batches, but
+  not bit for bit: the number of threads (and ranks) sets how BLAS, SDPA and the kernels split
+  their sums, and float32 additions in another order round differently (about 1e-6 relative
+  per step, growing slowly; ``tests/test_engine.py`` measures it).
 * Stop (:class:`StopFlag`): Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves and
   returns with ``metrics["interrupted"]`` True and ``metrics["stopped_by"]`` the signal's name; the
   command line then exits ``128 + signal`` (130 after Ctrl-C, 143 after SIGTERM). A second Ctrl-C
@@ -57,7 +61,9 @@ __all__ = ["EngineConfig", "Objective", "StopFlag", "fit", "lr_at", "read_checkp
            "exit_status"]
 
 CHECKPOINT, METRICS, TOKENIZER = "checkpoint.pt", "metrics.json", "tokenizer.json"
-#: fields that may change when resuming (they do not change the optimisation)
+#: fields that may change when resuming: they change neither the model, the data nor the schedule;
+#: ``threads`` and ``device`` change the order of float additions, so the losses then agree to
+#: rounding, not bit for bit (module docstring)
 RESUMABLE_CHANGES = frozenset({"eval_interval", "eval_batches", "checkpoint_interval", "threads", "data_dir",
                                "device"})
 DEVICES = ("cpu", "cuda")
