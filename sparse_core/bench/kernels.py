@@ -29,7 +29,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .report import add_attention_arguments, new_report, write_report
+from .report import fmt_or_dash as _f, add_attention_arguments, new_report, write_report
 
 HELP = "time block-sparse attention against dense SDPA and compiled FlexAttention"
 DEFAULT_NS = (1024, 2048, 4096, 8192, 16384)
@@ -324,10 +324,6 @@ def _plot(report, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def _f(x, fmt):
-    return "-" if x is None else format(x, fmt)
 
 
 def _readme(report) -> str:

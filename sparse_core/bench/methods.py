@@ -54,7 +54,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .report import new_report, write_report
+from .report import fmt_or_dash as _f, new_report, write_report
 
 HELP = "time and peak memory of every attention method as a layer against n, with fitted exponents"
 DEFAULT_NS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -581,10 +581,6 @@ def _plot(report, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def _f(x, fmt):
-    return "-" if x is None else format(x, fmt)
 
 
 def _readme(report) -> str:

@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["cpu_model_and_flags", "machine_info", "new_report", "write_report", "add_attention_arguments"]
+__all__ = ["cpu_model_and_flags", "machine_info", "new_report", "write_report", "add_attention_arguments", "fmt_or_dash"]
 
 
 def cpu_model_and_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str | None, list[str]]:
@@ -87,3 +87,8 @@ def add_attention_arguments(parser, positive_int, *, rounds: int, out: str) -> N
     parser.add_argument("--out", default=out, help="folder for the JSON, the plot and the README")
     parser.add_argument("--no-flex", action="store_true", help="skip compiled FlexAttention")
     parser.add_argument("--quiet", action="store_true", help="print only the final line")
+
+
+def fmt_or_dash(x, fmt: str) -> str:
+    """``format(x, fmt)``, or ``-`` for a value that was not measured (None), as the README tables show it."""
+    return "-" if x is None else format(x, fmt)
