@@ -150,3 +150,59 @@ def test_wrong_mask_message_draws_the_grid():
         check.run(mutants["causal_upper"])
     text = str(info.value)
     assert "yours" in text and "expected" in text and "#." in text and "!" in text
+
+
+# ---------------------------------------------------------------- no points for non-answers
+
+def _zero_like(x):
+    """A value of the same type, shape and dtype as ``x`` that carries no answer: zeros, False, [] of names."""
+    import torch
+
+    if isinstance(x, np.ndarray):
+        return np.zeros_like(x)
+    if isinstance(x, torch.Tensor):
+        return torch.zeros_like(x)
+    if isinstance(x, (list, tuple)):
+        if x and all(isinstance(y, str) for y in x):
+            return type(x)()
+        return type(x)(_zero_like(y) for y in x)
+    if isinstance(x, dict):
+        return {key: _zero_like(y) for key, y in x.items()}
+    if isinstance(x, (bool, np.bool_, int, float, np.integer, np.floating)):
+        return type(x)(0)
+    return x
+
+
+def _non_answers(solution):
+    """What scores nothing: zeros of the right shape and dtype (after doing all the work, so every memory or
+    time budget is met), None, and a refusal that names every argument (so every 'clear error' check is met)."""
+    names = list(inspect.signature(solution).parameters)
+
+    def zeros(*args, **kwargs):
+        return _zero_like(solution(*args, **kwargs))
+
+    def nothing(*args, **kwargs):
+        return None
+
+    def refuses(*args, **kwargs):
+        raise ValueError("refused: " + ", ".join(names) + "; expected anything else")
+
+    return {"zeros": zeros, "None": nothing, "refuses": refuses}
+
+
+NON_ANSWER_CASES = [pytest.param(c, check, id=f"{c.slug}-{check.test_id}") for c in CHAPTERS for check in c.checks]
+
+
+@pytest.mark.parametrize("chapter,check", NON_ANSWER_CASES)
+def test_no_check_gives_points_for_a_non_answer(chapter, check):
+    """Every check, resource and error checks included, first requires the right answer."""
+    solution = getattr(load_exercise(ROOT / "solutions", chapter.slug), check.function)
+    passed = []
+    for kind, fn in _non_answers(solution).items():
+        try:
+            with np.errstate(all="ignore"):
+                check.run(fn)
+        except Exception:  # noqa: BLE001 - any failure scores zero, which is the point
+            continue
+        passed.append(kind)
+    assert not passed, f"Exercise {check.exercise} '{check.name}' gives its points to the non-answers {passed}"

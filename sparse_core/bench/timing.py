@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _validation as V
 
-__all__ = ["Timing", "time_callable", "peak_traced_bytes", "fit_power_law"]
+__all__ = ["Timing", "time_callable", "traced_call", "peak_traced_bytes", "fit_power_law"]
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,14 @@ def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
     return Timing(tuple(samples))
 
 
-def peak_traced_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes allocated *during* ``fn()`` as seen by ``tracemalloc``.
+def traced_call(fn: Callable[[], object]) -> tuple[object, int]:
+    """``(fn(), peak bytes allocated during the call)`` as seen by ``tracemalloc``.
 
     Defined in Chapter 1.
 
     numpy reports its array buffers to tracemalloc, so this measures the temporaries a numpy
-    implementation creates (not torch's allocator, not memory held before the call).
+    implementation creates (not torch's allocator, not memory held before the call). The
+    result is returned, so a memory measurement can also be checked for the right answer.
     """
     gc.collect()
     was_tracing = tracemalloc.is_tracing()
@@ -70,12 +71,21 @@ def peak_traced_bytes(fn: Callable[[], object]) -> int:
         tracemalloc.start()
     tracemalloc.reset_peak()
     base, _ = tracemalloc.get_traced_memory()
-    result = fn()
-    _, peak = tracemalloc.get_traced_memory()
-    del result
-    if not was_tracing:
-        tracemalloc.stop()
-    return int(peak - base)
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    return result, int(peak - base)
+
+
+def peak_traced_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated *during* ``fn()`` as seen by ``tracemalloc`` (see :func:`traced_call`).
+
+    Defined in Chapter 1.
+    """
+    return traced_call(fn)[1]
 
 
 def fit_power_law(x, y) -> tuple[float, float]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...attention import cost as _cost
 from ...attention import reference as _ref
-from ...bench.timing import peak_traced_bytes
+from ...bench.timing import traced_call
 from ..compare import as_array, assert_close, assert_counts_equal, assert_mask_equal, call_repr
 from . import CheckList
 
@@ -212,7 +212,12 @@ def _online_memory(fn):
     n_q, n_k, d, block = 256, 16384, 16, 128
     _, q, k, v = _attention_cases(36, (), n_q, n_k, d, d)
     full = n_q * n_k * 8
-    peak = peak_traced_bytes(lambda: fn(q, k, v, block))
+    got, peak = traced_call(lambda: fn(q, k, v, block))
+    out, lse = _unpack_pair(got, "online_softmax_attention")
+    exp_out, exp_lse = _ref.attention(q, k, v, return_lse=True)
+    ctx = call_repr("online_softmax_attention", q, k, v, block_size=block) + " (the memory check counts only a right answer)"
+    assert_close(out, exp_out, what="online_softmax_attention: out", atol=1e-9, context=ctx)
+    assert_close(lse, exp_lse, what="online_softmax_attention: lse", atol=1e-9, rtol=1e-12, context=ctx)
     if peak > full // 4:
         raise AssertionError(
             f"online_softmax_attention: peak extra memory {peak / 2**20:.1f} MiB for n_q={n_q}, n_k={n_k}, "

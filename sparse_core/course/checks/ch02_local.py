@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...attention import reference as _ref
-from ...bench.timing import peak_traced_bytes
+from ...bench.timing import peak_traced_bytes, traced_call
 from ...patterns import dilated as _dilated
 from ...patterns import sliding_window as _sliding_window
 from ...patterns.base import TokenTablePattern
@@ -231,7 +231,10 @@ def _local_memory(fn):
     rng = _rng(61)
     q, k, v = (rng.standard_normal((n, d)) for _ in range(3))
     full = n * n * 8
-    peak = peak_traced_bytes(lambda: fn(q, k, v, w, False))
+    got, peak = traced_call(lambda: fn(q, k, v, w, False))
+    expected = _ref.attention(q, k, v, mask=_window_expected(n, n, w, False))
+    assert_close(got, expected, what="local_attention", atol=ATOL64,
+                 context=call_repr("local_attention", q, k, v, window=w, causal=False) + " (the memory check counts only a right answer)")
     if peak > full // 8:
         raise AssertionError(
             f"local_attention: peak extra memory {peak / 2**20:.1f} MiB for n={n}, window={w}; a float64 n x n "

@@ -19,7 +19,7 @@ import numpy as np
 
 from ... import patterns as P
 from ...attention import reference as _ref
-from ...bench.timing import peak_traced_bytes
+from ...bench.timing import traced_call
 from ..compare import as_array, assert_close, call_repr, draw_mask_diff
 from . import CheckList
 
@@ -274,7 +274,12 @@ def _fwd_memory(fn):
     q, k, v = _qkv(rng, (), n_q, n_k, d, d)
     rp, ci = _csr_of_blocks(_random_blocks(rng, n_q, n_k, B, 0.03))
     full = n_q * n_k * 8
-    peak = peak_traced_bytes(lambda: fn(q, k, v, rp, ci, B))
+    got, peak = traced_call(lambda: fn(q, k, v, rp, ci, B))
+    out, lse = _out_lse(got, "block_sparse_forward")
+    exp_out, exp_lse = _ref.attention(q, k, v, mask=_token_mask_of_csr(rp, ci, B, n_q, n_k), return_lse=True)
+    ctx = call_repr("block_sparse_forward", q, k, v, rp, ci, B) + " (the memory check counts only a right answer)"
+    assert_close(out, exp_out, what="block_sparse_forward: out", atol=ATOL64, context=ctx)
+    assert_close(lse, exp_lse, what="block_sparse_forward: lse", atol=ATOL64, rtol=1e-12, context=ctx)
     if peak > full // 4:
         raise AssertionError(
             f"block_sparse_forward: peak extra memory {peak / 2**20:.1f} MiB for n_q={n_q}, n_k={n_k}, "

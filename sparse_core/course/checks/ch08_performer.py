@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...bench.timing import peak_traced_bytes
+from ...bench.timing import traced_call
 from ..compare import as_array, assert_close, call_repr
 from . import CheckList
 
@@ -149,6 +149,10 @@ def _draw(fn, m, d, seed):
     _shape_ok(got, (m, d), "orthogonal_gaussian", ctx)
     if not np.all(np.isfinite(got)):
         raise AssertionError(f"orthogonal_gaussian for {ctx}: inf or NaN entries")
+    zero = np.flatnonzero(~np.any(got != 0, axis=-1))
+    if zero.size:
+        raise AssertionError(f"orthogonal_gaussian for {ctx}: rows {zero[:6].tolist()} are all zero; every row is a "
+                             "direction times a chi-distributed length, never 0")
     return got.astype(np.float64), ctx
 
 
@@ -303,7 +307,9 @@ def _favor_large(fn):
 def _favor_memory(fn):
     n, d, m = 2048, 16, 16
     q, k, v, w = _qkvw(29, (), n, n, d, d, m)
-    peak = peak_traced_bytes(lambda: fn(q, k, v, w))
+    got, peak = traced_call(lambda: fn(q, k, v, w))
+    assert_close(as_array(got, "favor_attention"), _reference(q, k, v, w, None, False), what="favor_attention",
+                 atol=ATOL, context=call_repr("favor_attention", q, k, v, w) + " (the memory check counts only a right answer)")
     limit = n * n * 8 // 4  # a quarter of one float64 n x n matrix
     if peak > limit:
         raise AssertionError(f"favor_attention: peak extra memory {peak / 2**20:.1f} MiB for n_q = n_k = {n}, m = {m}; "
@@ -372,7 +378,9 @@ def _causal_large(fn):
 def _causal_memory(fn):
     n, d, m, chunk = 2048, 16, 16, 64
     q, k, v, w = _qkvw(42, (), n, n, d, d, m)
-    peak = peak_traced_bytes(lambda: fn(q, k, v, w, chunk))
+    got, peak = traced_call(lambda: fn(q, k, v, w, chunk))
+    assert_close(as_array(got, "causal_favor"), _reference(q, k, v, w, None, True), what="causal_favor",
+                 atol=ATOL, context=call_repr("causal_favor", q, k, v, w, chunk=chunk) + " (the memory check counts only a right answer)")
     limit = n * n * 8 // 4  # a quarter of one float64 n x n matrix
     if peak > limit:
         raise AssertionError(f"causal_favor: peak extra memory {peak / 2**20:.1f} MiB for n = {n}, m = {m}, chunk = {chunk}; "

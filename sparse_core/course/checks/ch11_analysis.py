@@ -148,6 +148,7 @@ def _mqar_random(fn):
 
 @CHECKS.add("11.1", "mqar_example", "refuses impossible settings, naming the argument", 1)
 def _mqar_refuses(fn):
+    _check_mqar(fn, 0, 16, 2, 9)  # refusing everything is not an answer: valid settings must give an example
     cases = [((15, 4, 20), "seq_len", "shorter than 4 x num_kv_pairs"), ((16, 2, 4), "vocab_size", "only 1 key"),
              ((16, 0, 9), "num_kv_pairs", "no pairs"), ((0, 1, 9), "seq_len", "seq_len 0"),
              ((16, 2, 0), "vocab_size", "vocab_size 0"), ((16, -1, 9), "num_kv_pairs", "negative pairs"),
@@ -236,6 +237,8 @@ def _listops_generated(fn):
 
 @CHECKS.add("11.2", "listops_value", "malformed expressions raise ValueError", 1)
 def _listops_malformed(fn):
+    _check_listops(fn, ["[MAX", "2", "[MIN", "4", "7", "]", "0", "]"], 4, " (a well-formed expression: refusing "
+                   "everything is not an answer)")
     cases = [([], "nothing at all"), (["]"], "']' with no open operator"), (["[MAX", "1"], "an operator never closed"),
              (["[MAX", "]"], "an operator closed without arguments"), (["1", "2"], "two top-level expressions"),
              (["[MAX", "1", "]", "2"], "a value after the expression"), (["[ADD", "1", "2", "]"], "an unknown operator"),
@@ -340,6 +343,8 @@ def _exponent_unsorted(fn):
 
 @CHECKS.add("11.3", "fit_exponent", "refuses unusable inputs", 1)
 def _exponent_refuses(fn):
+    _check_exponent(fn, [1.0, 2.0, 4.0], [3.0, 12.0, 48.0], 2.0, 1e-9, " (usable points: refusing everything is not "
+                    "an answer)")
     cases = [([10.0], [1.0], "one point"), ([], [], "no points"), ([1, 2, 4], [1.0, 2.0], "lengths differ"),
              ([1, 2, 4], [1.0, 0.0, 4.0], "a time of 0"), ([1, -2, 4], [1.0, 2.0, 4.0], "a negative size"),
              ([8, 8, 8], [1.0, 2.0, 3.0], "every n equal: no slope")]
@@ -551,3 +556,7 @@ def _probe_side_effects(fn):
         if touched:
             raise AssertionError(f"{what} filled the .grad of the layer's parameters {touched[:4]}; use "
                                  "torch.autograd.grad(s, x_copy), which computes only the input's gradient")
+        got = _probe(fn, layer, x, what)  # leaving everything alone counts only with the right answer
+        expected = _probe_ref(layer, x)
+        assert_close(got, expected, what="position_grad_norms", atol=1e-6 * float(expected.max()), rtol=2e-4,
+                     context=what)
