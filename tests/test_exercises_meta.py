@@ -3,6 +3,7 @@
 These run whatever ``--impl`` says: they look at exercises/ and solutions/ directly.
 """
 import ast
+import functools
 import importlib.util
 import inspect
 import json
@@ -206,3 +207,96 @@ def test_no_check_gives_points_for_a_non_answer(chapter, check):
             continue
         passed.append(kind)
     assert not passed, f"Exercise {check.exercise} '{check.name}' gives its points to the non-answers {passed}"
+
+
+# ---------------------------------------------------------------- inputs left alone, documented return types
+
+def _retyped(x):
+    """The same values in another type or dtype than documented (value-preserving where possible)."""
+    import torch
+
+    if isinstance(x, np.ndarray):
+        return {np.dtype(bool): np.uint8, np.dtype(np.float32): np.float64}.get(
+            x.dtype, np.float64 if x.dtype.kind in "iu" else np.longdouble)(x) if x.ndim == 0 else x.astype(
+            {np.dtype(bool): np.uint8, np.dtype(np.float32): np.float64}.get(
+                x.dtype, np.float64 if x.dtype.kind in "iu" else np.longdouble))
+    if isinstance(x, np.generic):
+        return _retyped(np.asarray(x))
+    if isinstance(x, torch.Tensor):
+        return x.detach().numpy()  # a numpy array where a tensor is documented
+    if isinstance(x, (bool, np.bool_)):
+        return int(x)
+    if isinstance(x, (int, np.integer)):
+        return float(x)
+    if isinstance(x, float):
+        return [x]
+    if isinstance(x, str):
+        return x.encode()
+    if isinstance(x, tuple):
+        return tuple(_retyped(y) for y in x)
+    if isinstance(x, list):
+        return tuple(x) if x and all(isinstance(y, str) for y in x) else [_retyped(y) for y in x]
+    if isinstance(x, dict):
+        return {key: _retyped(y) for key, y in x.items()}
+    return x
+
+
+def _scribbled(solution, touched):
+    """The right answer, after which every array argument is changed in place (as `q -= q.max()` would)."""
+    import torch
+
+    @functools.wraps(solution)
+    def fn(*args, **kwargs):
+        out = solution(*args, **kwargs)
+        for a in list(args) + list(kwargs.values()):
+            if isinstance(a, np.ndarray) and a.size and a.flags.writeable:
+                a.flat[0] = ~a.flat[0] if a.dtype == bool else a.flat[0] + 1
+                touched.append(True)
+            elif isinstance(a, torch.Tensor) and a.numel() and not a.dtype == torch.bool:
+                with torch.no_grad():
+                    a.view(-1)[0] += 1
+                touched.append(True)
+        return out
+    return fn
+
+
+def _rejected(checks, fn):
+    for check in checks:
+        try:
+            with np.errstate(all="ignore"):
+                check.run(fn)
+        except Exception:  # noqa: BLE001 - any failure scores zero
+            return check.name
+    return None
+
+
+EXERCISE_CASES = [pytest.param(c, number, id=f"{number}-{fn}") for c in CHAPTERS for number, fn in c.exercises().items()]
+
+
+@pytest.mark.parametrize("chapter,number", EXERCISE_CASES)
+def test_every_call_must_return_the_documented_type(chapter, number):
+    checks = [c for c in chapter.checks if c.exercise == number]
+    spec = checks[0].returns
+    assert spec, f"Exercise {number}: declare what it returns with CHECKS.returns({number!r}, ...)"
+    if spec == "kernel":
+        return
+    solution = getattr(load_exercise(ROOT / "solutions", chapter.slug), checks[0].function)
+    doc = inspect.getdoc(solution)
+    returns_text = doc.split("Returns:", 1)[1].split("\n\n")[0]
+    for word in re.findall(r"float64|float32|int64|bool|integer|tensor|float|int", spec):
+        wanted = {"integer": "int"}.get(word, word)
+        assert wanted in returns_text.lower(), (
+            f"Exercise {number}: the spec {spec!r} says {word!r}, its docstring's Returns: does not")
+    name = _rejected(checks, functools.wraps(solution)(lambda *a, **k: _retyped(solution(*a, **k))))
+    assert name, f"Exercise {number}: no check rejects the right values returned as another type or dtype"
+
+
+@pytest.mark.parametrize("chapter,number", EXERCISE_CASES)
+def test_every_call_must_leave_its_inputs_alone(chapter, number):
+    checks = [c for c in chapter.checks if c.exercise == number]
+    if checks[0].returns == "kernel":
+        return
+    solution = getattr(load_exercise(ROOT / "solutions", chapter.slug), checks[0].function)
+    touched = []
+    name = _rejected(checks, _scribbled(solution, touched))
+    assert name or not touched, f"Exercise {number}: no check notices its array arguments changed in place"

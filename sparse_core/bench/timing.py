@@ -57,9 +57,8 @@ def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
 
 
 def traced_call(fn: Callable[[], object]) -> tuple[object, int]:
-    """``(fn(), peak bytes allocated during the call)`` as seen by ``tracemalloc``.
-
-    Defined in Chapter 1.
+    """``(fn(), peak bytes allocated during the call)`` as seen by ``tracemalloc``: the
+    measurement behind :func:`peak_traced_bytes`.
 
     numpy reports its array buffers to tracemalloc, so this measures the temporaries a numpy
     implementation creates (not torch's allocator, not memory held before the call). The

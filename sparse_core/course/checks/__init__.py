@@ -3,18 +3,22 @@
 A :class:`Check` calls a student's function on seeded inputs and raises ``AssertionError``
 with a readable *yours vs expected* message when the answer is wrong. Each chapter's module
 declares its checks on a :class:`CheckList` named ``CHECKS`` (``@CHECKS.add(...)`` on each
-check function); :func:`load_chapter` joins them with the chapter's number and title from
+check function) and what each exercise returns (``CHECKS.returns(...)``, in the words of its
+docstring); every call of the reader's function in every check must leave its arguments as they
+were and return what was declared (:mod:`sparse_core.course.contract`). :func:`load_chapter` joins them with the chapter's number and title from
 :mod:`sparse_core.course.manifest`. ``tests/graded/`` turns each check into one test marked
 with its exercise and points; the checks can also be called directly on any function
 (``check.run(fn)``).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from ..contract import guarded, parse_spec
 from ..manifest import find_chapter, graded_chapters
 
 __all__ = ["Check", "CheckList", "Chapter", "CHAPTER_MODULES", "load_chapter", "all_chapters"]
@@ -26,7 +30,13 @@ class Check:
     function: str  # name of the function under test in exercise.py
     name: str  # what this check verifies, in words
     points: int
-    run: Callable[[Callable], None]
+    body: Callable[[Callable], None]
+    returns: str | None = None  # what the docstring says the function returns (sparse_core.course.contract)
+
+    def run(self, fn: Callable) -> None:
+        """Run the check on ``fn``; every call also fails if ``fn`` changes an argument in place or
+        returns something other than :attr:`returns` (:func:`~sparse_core.course.contract.guarded`)."""
+        self.body(guarded(fn, self.function, self.returns))
 
     @property
     def test_id(self) -> str:
@@ -54,6 +64,13 @@ class CheckList:
 
     def __init__(self) -> None:
         self._checks: list[Check] = []
+        self._returns: dict[str, str] = {}
+
+    def returns(self, exercise: str, spec: str) -> None:
+        """Declare what Exercise ``exercise`` returns, in the words of its docstring (a spec of
+        :mod:`sparse_core.course.contract`): every call in every check of it is held to that."""
+        parse_spec(spec)  # fail at import on a spec that cannot be read
+        self._returns[exercise] = spec
 
     def add(self, exercise: str, function: str, name: str, points: int) -> Callable:
         """Decorator: register the decorated ``run(fn)`` as a check of ``function`` (Exercise ``exercise``)."""
@@ -73,7 +90,7 @@ class CheckList:
             self._checks.append(Check(exercise, function, name, points, run))
 
     def __iter__(self) -> Iterator[Check]:
-        return iter(self._checks)
+        return iter(dataclasses.replace(c, returns=self._returns.get(c.exercise)) for c in self._checks)
 
     def __len__(self) -> int:
         return len(self._checks)

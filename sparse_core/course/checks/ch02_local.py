@@ -20,6 +20,12 @@ from ..compare import as_array, assert_close, assert_mask_equal, call_repr
 from . import CheckList
 
 CHECKS = CheckList()
+# what each exercise returns, as its docstring says: every call in every check is held to it
+CHECKS.returns("2.1", "bool array")
+CHECKS.returns("2.2", "bool array")
+CHECKS.returns("2.3", "bool array")
+CHECKS.returns("2.4", "int64 array")
+CHECKS.returns("2.5", "float64 array")
 
 ATOL64 = 1e-10  # float64 inputs: answers must match the oracle to rounding
 

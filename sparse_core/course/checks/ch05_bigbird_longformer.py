@@ -22,6 +22,12 @@ from ..compare import as_array, assert_close, assert_mask_equal, call_repr
 from . import CheckList
 
 CHECKS = CheckList()
+# what each exercise returns, as its docstring says: every call in every check is held to it
+CHECKS.returns("5.1", "bool array")
+CHECKS.returns("5.2", "bool array")
+CHECKS.returns("5.3", "int")
+CHECKS.returns("5.4", "integer array")
+CHECKS.returns("5.5", "float64 array")
 
 ATOL64 = 1e-10
 

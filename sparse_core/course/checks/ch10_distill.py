@@ -14,6 +14,11 @@ from ..compare import as_array, assert_close, call_repr
 from . import CheckList
 
 CHECKS = CheckList()
+# what each exercise returns, as its docstring says: every call in every check is held to it
+CHECKS.returns("10.1", "0-d tensor")
+CHECKS.returns("10.2", "list of str")
+CHECKS.returns("10.3", "0-d tensor")
+CHECKS.returns("10.4", "float")
 
 
 def _torch():

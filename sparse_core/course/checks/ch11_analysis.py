@@ -18,6 +18,12 @@ from ..compare import as_array, assert_close, call_repr
 from . import CheckList
 
 CHECKS = CheckList()
+# what each exercise returns, as its docstring says: every call in every check is held to it
+CHECKS.returns("11.1", "(int64 array, int64 array)")
+CHECKS.returns("11.2", "int")
+CHECKS.returns("11.3", "float")
+CHECKS.returns("11.4", "list of int")
+CHECKS.returns("11.5", "float tensor")
 
 
 def _torch():
