@@ -300,3 +300,105 @@ def test_every_call_must_leave_its_inputs_alone(chapter, number):
     touched = []
     name = _rejected(checks, _scribbled(solution, touched))
     assert name or not touched, f"Exercise {number}: no check notices its array arguments changed in place"
+
+
+# ---------------------------------------------------------------- every softmax-like exercise at every edge
+
+def _scaled_qk(a):
+    q, k = (np.asarray(a[x], dtype=np.float64) for x in ("q", "k"))
+    if "E" in a:  # Linformer: the scores are against the projected keys E^T k
+        E = np.asarray(a["E"], dtype=np.float64)[..., :k.shape[-2], :]
+        k = np.swapaxes(E, -1, -2) @ k
+    scale = a.get("scale")
+    tau = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    mask = a.get("mask")
+    return q @ np.swapaxes(k, -1, -2) * tau, (None if mask is None else np.asarray(mask, bool)), q.dtype
+
+
+def _mha_scores(a):
+    x, n_heads = np.asarray(a["x"], np.float64), a["n_heads"]
+    b, n, dm = x.shape
+    dh = dm // n_heads
+    q, k = ((x @ np.asarray(a[w], np.float64)).reshape(b, n, n_heads, dh).transpose(0, 2, 1, 3) for w in ("w_q", "w_k"))
+    return q @ np.swapaxes(k, -1, -2) / np.sqrt(dh), None
+
+
+def _edges(exercise, a):
+    """(scaled scores, allowed or None, input dtype) of one recorded call, over all pairs unless masked."""
+    if exercise == "1.1":
+        return np.asarray(a["scores"], np.float64), a.get("mask"), np.asarray(a["scores"]).dtype
+    if exercise == "1.4":
+        s, m = _mha_scores(a)
+        return s, m, np.asarray(a["x"]).dtype
+    if exercise == "10.1":
+        t = a["student_logits"].detach()
+        return t.double().numpy()[None] / a.get("temperature", 1.0), None, t.dtype
+    s, m, _ = _scaled_qk(a)
+    return s, m, np.asarray(a["q"]).dtype
+
+
+SOFTMAX_LIKE = ["1.1", "1.3", "1.4", "1.5", "2.5", "4.2", "4.3", "5.5", "6.2", "7.1", "10.1"]
+HALF = {"10.1": ("torch.float16", "torch.bfloat16")}
+
+
+@pytest.mark.parametrize("number", SOFTMAX_LIKE)
+def test_every_softmax_like_exercise_is_checked_at_every_edge(number):
+    """Scores in the thousands, a row all below -1e4, row maxima hundreds apart, half-precision inputs."""
+    from sparse_core.course.extremes import score_extremes
+
+    chapter = next(c for c in CHAPTERS if number in c.exercises())
+    checks = [c for c in chapter.checks if c.exercise == number]
+    solution = getattr(load_exercise(ROOT / "solutions", chapter.slug), checks[0].function)
+    calls = []
+
+    @functools.wraps(solution)
+    def recording(*args, **kwargs):
+        bound = inspect.signature(solution).bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(dict(bound.arguments))
+        return solution(*args, **kwargs)
+
+    for check in checks:
+        with np.errstate(all="ignore"):
+            check.run(recording)
+    seen = {"thousands": False, "very_negative_row": False, "spread": False, "half": False}
+    for a in calls:
+        s, allowed, dtype = _edges(number, a)
+        with np.errstate(all="ignore"):
+            for key, hit in score_extremes(s, allowed).items():
+                seen[key] |= hit
+        seen["half"] |= str(dtype) in HALF.get(number, ("float16",))
+    missing = [key for key, hit in seen.items() if not hit]
+    assert not missing, f"Exercise {number}: no check reaches {missing} (sparse_core.course.extremes)"
+
+
+def _ints_in(x):
+    if isinstance(x, dict):
+        return [v for y in x.values() for v in _ints_in(y)]
+    if isinstance(x, (tuple, list)):
+        return [v for y in x for v in _ints_in(y)]
+    if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+        return [int(x)]
+    return []
+
+
+# exercises whose integer results (pairs, FLOPs, bytes, reads) outgrow 32 bits at realistic sizes
+LARGE_COUNTS = ["1.6", "3.5", "4.4", "4.6", "7.5"]
+
+
+@pytest.mark.parametrize("number", LARGE_COUNTS)
+def test_integer_results_are_checked_beyond_32_bits(number):
+    chapter = next(c for c in CHAPTERS if number in c.exercises())
+    checks = [c for c in chapter.checks if c.exercise == number]
+    solution = getattr(load_exercise(ROOT / "solutions", chapter.slug), checks[0].function)
+    largest = [0]
+
+    @functools.wraps(solution)
+    def recording(*args, **kwargs):
+        out = solution(*args, **kwargs)
+        largest[0] = max([largest[0]] + _ints_in(out))
+        return out
+
+    for check in checks:
+        check.run(recording)
+    assert largest[0] > 2 ** 31, f"Exercise {number}: no check has a result beyond 2^31 (largest {largest[0]:,})"

@@ -13,6 +13,7 @@ Block ``(qb, kb)`` covers queries ``qb*B .. min((qb+1)*B, n_q) - 1`` and keys
 ``kb*B .. min((kb+1)*B, n_k) - 1``, with ``B = block_size``: the last block row/column is
 shorter when a length is not a multiple of ``B``. Shapes use the course notation: ``n_q``
 queries, ``n_k`` keys, head dimension ``d``, value dimension ``d_v``. Work in numpy.
+Float inputs may have any precision, float16 included: compute and return float64.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ Fill in each function, then grade it:
 Masks are boolean numpy arrays with ``True`` = *may attend* (row = query, column = key).
 BigBird works on *blocks*: ``n_blocks`` query blocks by ``n_blocks`` key blocks. Indices start
 at 0. Work in numpy; every function receives and returns numpy arrays or Python ints.
+Float inputs may have any precision, float16 included: compute and return float64.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ Fill in each function, then grade it:
 Shapes use the course notation: ``n_q`` queries, ``n_k`` keys, head dimension ``d``, value
 dimension ``d_v``; leading ``...`` dimensions (batch, heads) broadcast as in numpy.
 Work in numpy; every function receives and returns numpy arrays.
+Float inputs may have any precision, float16 included: compute and return float64.
 """
 from __future__ import annotations
 

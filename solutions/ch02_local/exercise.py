@@ -8,6 +8,7 @@ Shapes use the course notation: ``n_q`` queries, ``n_k`` keys (``n`` when they a
 head dimension ``d``, value dimension ``d_v``; ``window`` is the half-width ``w`` of a window
 (keep ``|i - j| <= w``), and masks are boolean with ``True`` = *may attend*. Work in numpy;
 every function receives and returns numpy arrays.
+Float inputs may have any precision, float16 included: compute and return float64.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ Shapes use the course notation: ``n_q`` queries, ``n_k`` keys, head dimension ``
 dimension ``d_v``; leading ``...`` dimensions (batch, heads) broadcast as in numpy. Masks are
 boolean with ``True`` = may attend; ``causal`` keeps key ``j <= `` query ``i`` (top-left aligned).
 Work in numpy; every function receives and returns numpy arrays.
+Float inputs may have any precision, float16 included: compute and return float64.
 """
 from __future__ import annotations
 

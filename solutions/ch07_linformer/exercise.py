@@ -9,6 +9,7 @@ Shapes use the course notation: ``n`` positions, head dimension ``d``, value dim
 ``k`` as everywhere else in the course). ``E`` and ``F`` are ``[seq_len, k_proj]`` and act
 along the *sequence*: ``E^T K`` is ``[k_proj, d]``. Leading ``...`` dimensions (batch,
 heads) broadcast as in numpy. Work in numpy.
+Float inputs may have any precision, float16 included: compute and return float64.
 """
 from __future__ import annotations
 

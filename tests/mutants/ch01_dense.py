@@ -168,11 +168,49 @@ def cost_bytes_ignore_heads(n_q, n_k, d, d_v, n_heads=1, batch=1, bytes_per_elem
     return {"pairs": pairs, "flops": 2 * pairs * (d + d_v), "score_bytes": n_q * n_k * bytes_per_element}
 
 
+# ---------------------------------------------------------------- the edges of floating point (all chapters)
+
+def softmax_finite_fill(scores, mask=None):
+    """Masks by filling -1e4 (as some libraries do): a real row of scores below -1e4 loses to its masked entries."""
+    s = np.asarray(scores, dtype=np.float64)
+    if mask is not None:
+        s = np.where(mask, s, -1e4)
+    e = np.exp(s - s.max(-1, keepdims=True))
+    out = e / e.sum(-1, keepdims=True)
+    if mask is not None:
+        out = np.where(np.broadcast_to(mask, out.shape).any(-1, keepdims=True), out, 0.0)
+    return np.where(np.broadcast_to(mask, out.shape), out, 0.0) if mask is not None else out
+
+
+def softmax_global_shift(scores, mask=None):
+    """Subtracts one maximum for the whole array instead of one per row: rows far below it underflow to 0/0."""
+    s = np.asarray(scores, dtype=np.float64)
+    allowed = np.ones(s.shape, bool) if mask is None else np.broadcast_to(mask, s.shape)
+    e = np.where(allowed, np.exp(s - np.where(allowed, s, -np.inf).max()), 0.0)
+    total = e.sum(-1, keepdims=True)
+    return np.where(total > 0, e / np.where(total > 0, total, 1.0), 0.0)
+
+
+def attention_in_input_dtype(q, k, v, mask=None, scale=None):
+    """Computes in the inputs' dtype: right for float64 and float32, wrong for float16 (2.4e4 * 6 overflows)."""
+    dt = np.result_type(q, k, v)
+    tau = dt.type(1.0 / np.sqrt(q.shape[-1]) if scale is None else scale)
+    s = (q @ np.swapaxes(k, -1, -2)) * tau
+    s = s.astype(dt)
+    allowed = np.ones(s.shape, bool) if mask is None else np.broadcast_to(mask, s.shape)
+    m = np.where(allowed, s, -np.inf).max(-1, keepdims=True)
+    e = np.where(allowed, np.exp(s - np.where(np.isfinite(m), m, 0)), 0).astype(dt)
+    total = e.sum(-1, keepdims=True)
+    out = (e / np.where(total > 0, total, 1)) @ v
+    return np.asarray(out, dtype=np.float64)
+
+
 MUTANTS = {
-    "1.1": [softmax_no_max_shift, softmax_max_over_masked_too, softmax_nan_on_empty_rows, softmax_wrong_axis],
+    "1.1": [softmax_no_max_shift, softmax_max_over_masked_too, softmax_nan_on_empty_rows, softmax_wrong_axis,
+            softmax_finite_fill, softmax_global_shift],
     "1.2": [causal_strict, causal_upper, causal_bottom_right, causal_int],
     "1.3": [attention_no_scale, attention_scale_by_d, attention_ignores_mask, attention_nan_rows,
-            attention_ignores_explicit_scale],
+            attention_ignores_explicit_scale, attention_in_input_dtype],
     "1.4": [mha_no_transpose, mha_scale_by_d_model, mha_ignores_causal],
     "1.5": [online_no_rescale, online_drops_last_block, online_no_max_shift, online_lse_is_max,
             online_dense_in_disguise],

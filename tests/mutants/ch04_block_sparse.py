@@ -415,6 +415,28 @@ def reads_naive_counts_k_only(row_ptr, col_idx, block_size, n_q, n_k, d):
     return _reads(row_ptr, col_idx, block_size, n_q, n_k, d, two=False)
 
 
+def flops_int32(row_ptr, col_idx, block_size, d, n_q, n_k, d_v=None):
+    """Right formula in 32-bit integers (numpy's default integer on some platforms): wraps past 2^31."""
+    B, dv = block_size, d if d_v is None else d_v
+    counts = np.diff(np.asarray(row_ptr)).astype(np.int32)
+    rows = np.repeat(np.minimum(B, n_q - np.arange(counts.size, dtype=np.int32) * B), counts).astype(np.int32)
+    cols = np.minimum(B, n_k - np.asarray(col_idx).astype(np.int32) * B).astype(np.int32)
+    with np.errstate(over="ignore"):
+        return int(np.int32(2 * (d + dv)) * (rows * cols).sum(dtype=np.int32))
+
+
+def reads_int32(row_ptr, col_idx, block_size, n_q, n_k, d):
+    """Right formulas in 32-bit integers: wrap past 2^31."""
+    B = block_size
+    counts = np.diff(np.asarray(row_ptr)).astype(np.int32)
+    rows = np.repeat(np.minimum(B, n_q - np.arange(counts.size, dtype=np.int32) * B), counts).astype(np.int32)
+    cols = np.minimum(B, n_k - np.asarray(col_idx).astype(np.int32) * B).astype(np.int32)
+    with np.errstate(over="ignore"):
+        naive = np.int32(2 * d) * (rows * cols).sum(dtype=np.int32)
+        tiled = np.int32(n_q * d) + np.int32(d) * cols.sum(dtype=np.int32)
+    return int(naive), int(tiled)
+
+
 MUTANTS = {
     "4.1": [layout_floor_division, layout_all_instead_of_any, layout_inclusive_end_off_by_one,
             layout_no_leading_zero, layout_counts_not_offsets, layout_transposed],
@@ -424,11 +446,11 @@ MUTANTS = {
     "4.3": [backward_missing_delta, backward_unscaled_gradients, backward_probs_without_lse,
             backward_softmax_per_tile, backward_ignores_token_mask, backward_nan_on_fully_masked_rows,
             backward_unscaled_scores],
-    "4.4": [flops_padded_blocks, flops_forgets_pv, flops_no_factor_two, flops_edge_by_modulo, flops_ignores_d_v,
+    "4.4": [flops_int32, flops_padded_blocks, flops_forgets_pv, flops_no_factor_two, flops_edge_by_modulo, flops_ignores_d_v,
             flops_dense],
     "4.5": [scores_naive_global_reads, scores_k_from_global, scores_no_sync_after_load, scores_no_sync_before_reload,
             scores_wrong_tile_index, scores_off_by_one_bounds, scores_no_zero_padding,
             scores_loads_first_block_of_columns, scores_zero_fill_by_one_thread],
-    "4.6": [reads_padded_blocks, reads_forgets_q, reads_q_per_kept_block, reads_q_only_for_rows_with_blocks,
+    "4.6": [reads_int32, reads_padded_blocks, reads_forgets_q, reads_q_per_kept_block, reads_q_only_for_rows_with_blocks,
             reads_naive_counts_k_only],
 }

@@ -152,9 +152,16 @@ def density_counts_future(gates, threshold=0.5, causal=True):
     return float((gates > threshold).sum()) / float(a.sum())
 
 
+def kl_in_input_dtype(teacher_logits, student_logits, temperature=1.0):
+    """Right formula, computed in the logits' dtype: bfloat16 keeps 3 significant digits."""
+    log_p = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean() * temperature ** 2
+
+
 MUTANTS = {
     "10.1": [kl_reversed, kl_no_t_squared, kl_log_of_softmax, kl_sum_over_tokens, kl_temperature_on_student_only,
-             kl_torch_kl_div_wrong_order, kl_cross_entropy],
+             kl_torch_kl_div_wrong_order, kl_cross_entropy, kl_in_input_dtype],
     "10.2": [freeze_substring, freeze_new_keeps_dense, freeze_ignores_mode, freeze_only_turns_off, freeze_unsorted],
     "10.3": [l1_all_pairs, l1_zeroes_future_but_divides_by_all, l1_sum, l1_no_lambda, l1_always_causal],
     "10.4": [density_ge, density_all_pairs, density_counts_future],

@@ -11,6 +11,7 @@ import numpy as np
 from ...attention import cost as _cost
 from ...attention import reference as _ref
 from ...bench.timing import traced_call
+from ..extremes import EXTREME_NOTE, extreme_qkv, extreme_scores
 from ..compare import as_array, assert_close, assert_counts_equal, assert_mask_equal, call_repr
 from . import CheckList
 
@@ -88,6 +89,18 @@ def _softmax_large(fn):
                  context="a masked column holding 1e4 (take the maximum over allowed entries only)")
 
 
+@CHECKS.add("1.1", "softmax", "extreme rows and float16 scores", 1)
+def _softmax_extreme(fn):
+    for seed, shape, dtype in [(7, (12, 9), np.float64), (8, (2, 6, 33), np.float16)]:
+        scores = extreme_scores(seed, shape, dtype)
+        mask = _random_mask(_rng(seed), shape[-2:], density=0.7, masked_rows=(5,))
+        for m in (None, mask):
+            got = fn(scores) if m is None else fn(scores, m)
+            expected = _ref.masked_softmax(scores.astype(np.float64), m)
+            assert_close(got, expected, what="softmax", atol=ATOL64,
+                         context=call_repr("softmax", scores, **({} if m is None else {"mask": m})) + EXTREME_NOTE)
+
+
 # ---------------------------------------------------------------- Exercise 1.2: causal mask
 
 @CHECKS.add("1.2", "causal_mask", "square masks", 1)
@@ -145,6 +158,17 @@ def _attention_scale_dtype(fn):
                  context=call_repr("attention", q, k, v, mask=mask) + " (float32 inputs)")
 
 
+@CHECKS.add("1.3", "attention", "extreme rows and float16 inputs", 1)
+def _attention_extreme(fn):
+    for seed, batch, n_q, n_k, d, dtype in [(18, (2,), 13, 21, 8, np.float64), (19, (), 12, 17, 16, np.float16)]:
+        q, k, v = extreme_qkv(seed, batch, n_q, n_k, d, 4, dtype)
+        mask = _random_mask(_rng(seed), (n_q, n_k), density=0.7, masked_rows=(2,))
+        q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+        for m in (None, mask):
+            assert_close(fn(q, k, v, m), _ref.attention(q64, k64, v64, mask=m), what="attention", atol=ATOL64,
+                         context=call_repr("attention", q, k, v, mask=m) + EXTREME_NOTE)
+
+
 # ---------------------------------------------------------------- Exercise 1.4: multi-head
 
 def _mha_expected(x, w_q, w_k, w_v, w_o, n_heads, causal):
@@ -180,6 +204,26 @@ def _mha_causal(fn):
         _mha_case(fn, seed, b, n, dm, h, True)
 
 
+@CHECKS.add("1.4", "multi_head_attention", "extreme rows and float16 inputs", 1)
+def _mha_extreme(fn):
+    # x = [q | k] and w_q, w_k pick the halves: head 0 of 2 sees the extreme scores q k^T / sqrt(d_head)
+    for seed, n, dh, dtype in [(25, 13, 8, np.float64), (26, 12, 8, np.float16)]:
+        q, k, _ = extreme_qkv(seed, (2,), n, n, dh, dh)
+        dm = 2 * dh
+        x = np.concatenate([q, k], axis=-1).astype(dtype)
+        w_q, w_k = np.zeros((dm, dm)), np.zeros((dm, dm))
+        w_q[:dh, :dh] = np.eye(dh)
+        w_k[dh:, :dh] = np.eye(dh)
+        rng = _rng(seed)
+        w_v, w_o = (rng.standard_normal((dm, dm)) / np.sqrt(dm) for _ in range(2))
+        ws = [w.astype(dtype) for w in (w_q, w_k, w_v, w_o)]
+        for causal in (False, True):
+            got = fn(x, *ws, 2, causal)
+            expected = _mha_expected(x.astype(np.float64), *(w.astype(np.float64) for w in ws), 2, causal)
+            assert_close(got, expected, what="multi_head_attention", atol=1e-9,
+                         context=call_repr("multi_head_attention", x, *ws, n_heads=2, causal=causal) + EXTREME_NOTE)
+
+
 # ---------------------------------------------------------------- Exercise 1.5: online softmax
 
 def _unpack_pair(result, what):
@@ -212,6 +256,19 @@ def _online_blocks(fn):
 def _online_large_logits(fn):
     # scores of order 1e3: a missing max-subtraction overflows; a missing rescale is wrong
     _online_case(fn, 35, (2,), 11, 41, 8, 8, 8, logit_scale=300.0)
+
+
+@CHECKS.add("1.5", "online_softmax_attention", "extreme rows and float16 inputs", 1)
+def _online_extreme(fn):
+    # the running maximum starts thousands above or below 0 and moves by tens of units between blocks
+    for seed, batch, n_q, n_k, d, block, dtype in [(37, (2,), 13, 45, 8, 8, np.float64),
+                                                   (38, (), 12, 33, 16, 5, np.float16)]:
+        q, k, v = extreme_qkv(seed, batch, n_q, n_k, d, 4, dtype)
+        out, lse = _unpack_pair(fn(q, k, v, block), "online_softmax_attention")
+        exp_out, exp_lse = _ref.attention(*(a.astype(np.float64) for a in (q, k, v)), return_lse=True)
+        ctx = call_repr("online_softmax_attention", q, k, v, block_size=block) + EXTREME_NOTE
+        assert_close(out, exp_out, what="online_softmax_attention: out", atol=1e-9, context=ctx)
+        assert_close(lse, exp_lse, what="online_softmax_attention: lse", atol=1e-9, rtol=1e-12, context=ctx)
 
 
 @CHECKS.add("1.5", "online_softmax_attention", "memory stays linear", 1)

@@ -16,6 +16,7 @@ from ...bench.timing import peak_traced_bytes, traced_call
 from ...patterns import dilated as _dilated
 from ...patterns import sliding_window as _sliding_window
 from ...patterns.base import TokenTablePattern
+from ..extremes import EXTREME_NOTE, extreme_qkv
 from ..compare import as_array, assert_close, assert_mask_equal, call_repr
 from . import CheckList
 
@@ -229,6 +230,16 @@ def _local_causal(fn):
 def _local_large_logits(fn):
     _local_case(fn, 59, (2,), 33, 8, 8, 4, False, logit_scale=400.0)
     _local_case(fn, 60, (), 29, 8, 8, 3, True, logit_scale=400.0)
+
+
+@CHECKS.add("2.5", "local_attention", "extreme rows and float16 inputs", 1)
+def _local_extreme(fn):
+    for seed, batch, n, d, w, causal, dtype in [(62, (2,), 31, 8, 3, False, np.float64),
+                                                (63, (), 26, 16, 4, True, np.float16)]:
+        q, k, v = extreme_qkv(seed, batch, n, n, d, 4, dtype)
+        expected = _ref.attention(*(a.astype(np.float64) for a in (q, k, v)), mask=_window_expected(n, n, w, causal))
+        assert_close(fn(q, k, v, w, causal), expected, what="local_attention", atol=ATOL64,
+                     context=call_repr("local_attention", q, k, v, window=w, causal=causal) + EXTREME_NOTE)
 
 
 @CHECKS.add("2.5", "local_attention", "memory stays linear", 1)

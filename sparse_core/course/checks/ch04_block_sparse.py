@@ -20,6 +20,7 @@ import numpy as np
 from ... import patterns as P
 from ...attention import reference as _ref
 from ...bench.timing import traced_call
+from ..extremes import EXTREME_NOTE, extreme_qkv
 from ..compare import as_array, assert_close, call_repr, draw_mask_diff
 from . import CheckList
 
@@ -247,6 +248,21 @@ def _fwd_scale_dtype(fn):
     _fwd_case(fn, q, k, v, rp, ci, 16, mask=mask, atol=ATOL32, note=" (float32 inputs)")
 
 
+@CHECKS.add("4.2", "block_sparse_forward", "extreme rows and float16 inputs", 1)
+def _fwd_extreme(fn):
+    for seed, batch, n_q, n_k, d, B, dtype in [(62, (2,), 30, 37, 8, 8, np.float64), (63, (), 25, 25, 16, 4, np.float16)]:
+        rng = _rng(seed)
+        q, k, v = extreme_qkv(seed, batch, n_q, n_k, d, 5, dtype)
+        rp, ci = _csr_of_blocks(_random_blocks(rng, n_q, n_k, B, 0.6))
+        allowed = _token_mask_of_csr(rp, ci, B, n_q, n_k)
+        exp_out, exp_lse = _ref.attention(*(a.astype(np.float64) for a in (q, k, v)), mask=allowed, return_lse=True)
+        ctx = call_repr("block_sparse_forward", q, k, v, rp, ci, B) + EXTREME_NOTE
+        with np.errstate(divide="ignore"):
+            out, lse = _out_lse(fn(q, k, v, rp, ci, B), "block_sparse_forward")
+        assert_close(out, exp_out, what="block_sparse_forward: out", atol=ATOL64, context=ctx)
+        assert_close(lse, exp_lse, what="block_sparse_forward: lse", atol=ATOL64, rtol=1e-12, context=ctx)
+
+
 @CHECKS.add("4.2", "block_sparse_forward", "skipped blocks are never read", 1)
 def _fwd_skips_blocks(fn):
     # keys/values of blocks no query keeps, and queries of an empty block row, hold NaN: a kernel
@@ -360,6 +376,29 @@ def _bwd_token_mask(fn):
               note=" (random mask, rows 2, 8, 25 fully masked; scale=0.4)")
 
 
+@CHECKS.add("4.3", "block_row_backward", "extreme rows and float16 inputs", 1)
+def _bwd_extreme(fn):
+    for seed, n_q, n_k, d, B, dtype in [(77, 22, 27, 8, 8, np.float64), (78, 18, 18, 16, 4, np.float16)]:
+        rng = _rng(seed)
+        q, k, v = extreme_qkv(seed, (), n_q, n_k, d, d, dtype)
+        do = rng.standard_normal((n_q, d)).astype(dtype)
+        rp, ci = _csr_of_blocks(_random_blocks(rng, n_q, n_k, B, 0.6))
+        allowed = _token_mask_of_csr(rp, ci, B, n_q, n_k)
+        q64, k64, v64, do64 = (a.astype(np.float64) for a in (q, k, v, do))
+        out, lse = _ref.attention(q64, k64, v64, mask=allowed, return_lse=True)
+        delta = (do64 * out).sum(-1)
+        for qb in range(len(rp) - 1):
+            r0, r1 = qb * B, min(qb * B + B, n_q)
+            e_dq, e_dk, e_dv = _bwd_expected(q64, k64, v64, do64, allowed, None, r0, r1)
+            ctx = call_repr("block_row_backward", q, k, v, do, lse, delta, rp, ci, B, qb) + EXTREME_NOTE
+            with np.errstate(divide="ignore"):
+                dq, dk, dv = _bwd_triple(fn(q, k, v, do, lse, delta, rp, ci, B, qb))
+            scale_q = 4000.0 * np.sqrt(d)  # dq carries k of size ~6 times ds of size ~1; dk carries q of ~1e4
+            assert_close(dq, e_dq, what=f"block_row_backward: dq (rows {r0}..{r1 - 1})", atol=ATOL64 * 10, context=ctx)
+            assert_close(dk, e_dk, what="block_row_backward: dk", atol=ATOL64 * scale_q, context=ctx)
+            assert_close(dv, e_dv, what="block_row_backward: dv", atol=ATOL64, context=ctx)
+
+
 @CHECKS.add("4.3", "block_row_backward", "block rows add up to the full gradient", 1)
 def _bwd_sums_to_full_gradient(fn):
     import torch
@@ -427,6 +466,36 @@ def _flops_small(fn):
         rp, ci = _csr_of_blocks(blocks)
         pairs = _token_mask_of_csr(rp, ci, B, n_q, n_k).sum()
         _flops_compare(fn, rp, ci, B, 16, n_q, n_k, 8, 2 * 24 * int(pairs), note=" (random layout)")
+
+
+def _long_window_csr(n: int, B: int, reach_blocks: int):
+    """CSR of a causal band of ``reach_blocks`` key blocks before each query block and its own, at length n."""
+    nb = -(-n // B)
+    r = np.arange(nb, dtype=np.int64)
+    lo = np.maximum(r - reach_blocks, 0)
+    counts = r - lo + 1
+    rp = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    ci = (np.repeat(lo, counts) + np.arange(int(rp[-1])) - np.repeat(rp[:-1], counts)).astype(np.int64)
+    return rp, ci
+
+
+def _long_sizes(rp, ci, B, n_q, n_k):
+    """Per kept block its rows |I_r| and columns |J_c|, as int64 (exact: the sums stay below 2^63)."""
+    counts = np.diff(rp)
+    rows = np.repeat(np.minimum(B, n_q - np.arange(counts.size, dtype=np.int64) * B), counts)
+    cols = np.minimum(B, n_k - ci * B)
+    return rows, cols
+
+
+@CHECKS.add("4.4", "layout_flops", "a million tokens: counts beyond 32-bit integers", 1)
+def _flops_long(fn):
+    # 1,048,583 tokens, blocks of 64, 33 key blocks per row: ~2.3e11 FLOPs, past 2^31 (an int32 sum wraps)
+    n, B = 1_048_583, 64
+    rp, ci = _long_window_csr(n, B, 32)
+    rows, cols = _long_sizes(rp, ci, B, n, n)
+    expected = 2 * (128 + 128) * int((rows * cols).sum())
+    _flops_compare(fn, rp, ci, B, 128, n, n, None, expected,
+                   note=f" (causal band of 33 blocks at n={n:,}; the answer {expected:,} exceeds 2^31)")
 
 
 # ---------------------------------------------------------------- Exercise 4.5: the block-scores kernel (GPU puzzle)
@@ -560,6 +629,20 @@ def _reads_patterns(fn):
         lay = pattern.to_layout(n, n, B, 1)
         _reads_compare(fn, lay.indptr[0].astype(np.int64), lay.indices.astype(np.int64), B, n, n, d,
                        note=f" (layout of {pattern!r})")
+
+
+@CHECKS.add("4.6", "global_reads", "a million tokens: counts beyond 32-bit integers", 1)
+def _reads_long(fn):
+    n, B, d = 1_048_583, 64, 128
+    rp, ci = _long_window_csr(n, B, 32)
+    rows, cols = _long_sizes(rp, ci, B, n, n)
+    exp = (2 * d * int((rows * cols).sum()), n * d + d * int(cols.sum()))
+    got = fn(rp, ci, B, n, n, d)
+    ctx = (f"global_reads(row_ptr, col_idx, block_size={B}, n_q={n:,}, n_k={n:,}, d={d}) (causal band of 33 blocks; "
+           "both counts exceed 2^31)")
+    if not isinstance(got, (tuple, list)) or len(got) != 2 or tuple(int(x) for x in got) != exp:
+        shown = f"naive {int(got[0]):,}, tiled {int(got[1]):,}" if isinstance(got, (tuple, list)) and len(got) == 2 else repr(got)
+        raise AssertionError(f"global_reads for {ctx}\n    yours:    {shown}\n    expected: naive {exp[0]:,}, tiled {exp[1]:,}")
 
 
 @CHECKS.add("4.6", "global_reads", "edge blocks and empty block rows", 1)

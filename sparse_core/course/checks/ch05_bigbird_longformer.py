@@ -18,6 +18,7 @@ from ...patterns import longformer as _longformer
 from ...patterns import sample_plan as _sample_plan
 from ...patterns import graph as _graph
 from ...patterns import sliding_window as _sliding_window
+from ..extremes import EXTREME_NOTE, extreme_qkv
 from ..compare import as_array, assert_close, assert_mask_equal, call_repr
 from . import CheckList
 
@@ -292,3 +293,14 @@ def _table_large_logits(fn):
     nb = 6
     table = _bigbird(nb, 1, num_random_blocks=1, seed=5).to_dense(nb, nb)[0]
     _table_case(fn, 45, (2,), 44, 8, 4, table, 8, logit_scale=300.0)
+
+
+@CHECKS.add("5.5", "block_table_attention", "extreme rows and float16 inputs", 1)
+def _table_extreme(fn):
+    for seed, n, B, d, dtype in [(46, 44, 8, 8, np.float64), (47, 30, 4, 16, np.float16)]:
+        nb = -(-n // B)
+        table = _bigbird(nb, 1, num_random_blocks=1, seed=seed).to_dense(nb, nb)[0]
+        q, k, v = extreme_qkv(seed, (2,), n, n, d, 4, dtype)
+        expected = _table_expected(*(a.astype(np.float64) for a in (q, k, v)), table, B)
+        assert_close(fn(q, k, v, table, B), expected, what="block_table_attention", atol=ATOL64,
+                     context=call_repr("block_table_attention", q, k, v, table, block_size=B) + EXTREME_NOTE)

@@ -22,6 +22,7 @@ from ...approx.nsa import compressed_keep as _compressed_keep
 from ...approx.nsa import select_blocks as _lib_select_blocks
 from ...approx.routing import assign_clusters as _lib_assign
 from ...patterns import topk as _topk_pattern
+from ..extremes import EXTREME_NOTE, extreme_qkv
 from ..compare import as_array, assert_close, assert_mask_equal, call_repr
 from . import CheckList
 
@@ -145,6 +146,16 @@ def _topk_attention_scale_dtype(fn):
     q, k, v = _qkv(29, (2, 2), 30, 31, 16, 16, dtype=np.float32)
     assert_close(fn(q, k, v, 6), _topk_attention_expected(q, k, v, 6, False), what="topk_attention",
                  atol=ATOL32, context=call_repr("topk_attention", q, k, v, top_k=6) + " (float32 inputs)")
+
+
+@CHECKS.add("6.2", "topk_attention", "extreme rows and float16 inputs", 1)
+def _topk_attention_extreme(fn):
+    for seed, batch, n_q, n_k, d, top_k, causal, dtype in [(30, (2,), 13, 19, 8, 4, False, np.float64),
+                                                           (31, (), 14, 14, 16, 3, True, np.float16)]:
+        q, k, v = extreme_qkv(seed, batch, n_q, n_k, d, 4, dtype)
+        assert_close(fn(q, k, v, top_k, causal), _topk_attention_expected(q, k, v, top_k, causal),
+                     what="topk_attention", atol=ATOL64,
+                     context=call_repr("topk_attention", q, k, v, top_k=top_k, causal=causal) + EXTREME_NOTE)
 
 
 # ---------------------------------------------------------------- Exercise 6.3: k-means routing

@@ -18,6 +18,7 @@ import torch
 
 from ...attention import reference as _ref
 from ...approx.linformer import linformer_attention as _lib_linformer
+from ..extremes import EXTREME_NOTE, extreme_qkv
 from ..compare import as_array, assert_close, assert_counts_equal, call_repr
 from . import CheckList
 
@@ -84,6 +85,19 @@ def _lin_per_head_and_seq_len(fn):
     _lin_case(fn, 4, (2, 4), 33, 8, 5, 7, seq_len=64, e_lead=(4,))
     _lin_case(fn, 5, (3,), 10, 4, 4, 16, seq_len=40)  # k_proj > n
     _lin_case(fn, 6, (2,), 17, 8, 8, 17, seq_len=17, shared=True)  # E = F (sharing="kv")
+
+
+@CHECKS.add("7.1", "linformer_attention", "extreme rows and float16 inputs", 1)
+def _lin_extreme(fn):
+    # E, F average keys (positive entries): every projected key still leans along the first axis
+    for seed, n, k_proj, d, dtype in [(11, 29, 7, 8, np.float64), (12, 24, 6, 16, np.float16)]:
+        rng = _rng(seed)
+        q, k, v = extreme_qkv(seed, (2,), n, n, d, 4, dtype)
+        E = (rng.random((n, k_proj)) / n * 2.0).astype(dtype)
+        F = (rng.random((n, k_proj)) / n * 2.0).astype(dtype)
+        expected = _lin_expected(*(a.astype(np.float64) for a in (q, k, v, E, F)))
+        assert_close(fn(q, k, v, E, F), expected, what="linformer_attention", atol=ATOL64,
+                     context=call_repr("linformer_attention", q, k, v, E, F) + EXTREME_NOTE)
 
 
 @CHECKS.add("7.1", "linformer_attention", "explicit scale, float32, identity projection, large scores", 1)

@@ -100,6 +100,25 @@ def _kl_extreme(fn):
                      rtol=1e-4, context=f"logits of +-1e4, T={temperature}")
 
 
+@CHECKS.add("10.1", "kl_divergence", "extreme rows and half-precision logits, computed in float32", 1)
+def _kl_extreme_rows_half(fn):
+    torch = _torch()
+    from ..extremes import EXTREME_NOTE, extreme_scores
+
+    for seed, shape, dtype in [(7, (12, 300), torch.float64), (8, (6, 2000), torch.bfloat16),
+                               (9, (6, 2000), torch.float16)]:
+        t = torch.from_numpy(extreme_scores(seed, shape)).to(dtype)
+        s = (t.double() + torch.randn(*shape, generator=_gen(seed), dtype=torch.float64) * 3).to(dtype)
+        for temperature in (1.0, 2.0):
+            got = _scalar(fn(t, s, temperature), "kl_divergence")
+            if got.dtype not in (torch.float32, torch.float64):
+                raise AssertionError(f"kl_divergence of {dtype} logits returned a {got.dtype} tensor; compute (and "
+                                     "return) in at least float32")
+            assert_close(np.asarray(float(got)), np.asarray(_kl_ref(t, s, temperature)), what="kl_divergence",
+                         atol=1e-5, rtol=1e-4,
+                         context=call_repr("kl_divergence", t, s, temperature=temperature) + EXTREME_NOTE)
+
+
 # ---------------------------------------------------------------- Exercise 10.2: freezing
 
 def _model(seed, layers=2):
