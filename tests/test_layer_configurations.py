@@ -56,7 +56,7 @@ def digest(t: torch.Tensor) -> torch.Tensor:
 LAYERS = {
     "sparse_dense": lambda: SparseSelfAttention(D_MODEL, HEADS, block_size=4),
     "sparse_window": lambda: SparseSelfAttention(D_MODEL, HEADS, P.sliding_window(3, causal=True), block_size=4),
-    "sparse_per_head": lambda: SparseSelfAttention(D_MODEL, HEADS, P.bigbird(N, 4, 1, n_heads=HEADS), block_size=4),
+    "sparse_per_head": lambda: SparseSelfAttention(D_MODEL, HEADS, P.bigbird(N, 4, 0, n_heads=HEADS), block_size=4),
     "sparse_no_bias": lambda: SparseSelfAttention(D_MODEL, HEADS, P.causal(), block_size=8, bias=False),
     "sparse_from_mha": lambda: SparseSelfAttention.from_multihead(_mha(True), P.sliding_window(2), block_size=4),
     "sparse_from_mha_seq_first": lambda: SparseSelfAttention.from_multihead(_mha(False), None, block_size=4),

@@ -251,7 +251,9 @@ def test_from_block_mask_round_trip():
         (lambda: P.causal().to_dense(-1, 4), "`n_q` must be a non-negative integer"),
         (lambda: P.dilated(1, [1, 2]).to_dense(8, 8, n_heads=3), "`n_heads`=3 does not match"),
         (lambda: P.axial(4, 4).to_dense(17, 17), "covers 16 tokens"),
-        (lambda: P.bigbird(64, 16).to_dense(80, 80), "defined for at most 64 queries"),
+        (lambda: P.bigbird(64, 16, 0).to_dense(80, 80), "defined for at most 64 queries"),
+        (lambda: P.bigbird(64, 16, num_random_blocks=10), r"`num_random_blocks`=10 cannot be placed.*seq_len >= 240"),
+        (lambda: P.bigbird(200, 16, num_random_blocks=9), r"num_random_blocks <= 8 or seq_len >= 224"),
         (lambda: P.topk(np.zeros((4, 4)), 1).to_dense(5, 5), "covers 4 queries x 4 keys"),
     ],
 )

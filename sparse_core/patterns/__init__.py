@@ -28,7 +28,7 @@ module                 constructors
 """
 from .axial import axial
 from .base import Pattern, causal, dense, intersection, per_head, union
-from .bigbird import bigbird, sample_plan
+from .bigbird import bigbird, max_random_blocks, sample_plan
 from .deepspeed import deepspeed_bigbird, deepspeed_bslongformer, deepspeed_fixed, deepspeed_layout, deepspeed_variable
 from .global_tokens import global_tokens
 from .layout import BlockLayout
@@ -41,6 +41,6 @@ from .topk import topk
 __all__ = [
     "Pattern", "BlockLayout", "dense", "causal", "union", "intersection", "per_head",
     "sliding_window", "dilated", "block_local", "strided", "fixed", "axial", "global_tokens",
-    "random_pattern", "longformer", "bigbird", "sample_plan", "topk",
+    "random_pattern", "longformer", "bigbird", "max_random_blocks", "sample_plan", "topk",
     "deepspeed_fixed", "deepspeed_variable", "deepspeed_bigbird", "deepspeed_bslongformer", "deepspeed_layout",
 ]

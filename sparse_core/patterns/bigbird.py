@@ -42,6 +42,40 @@ def sample_plan(n_blocks: int, num_random_blocks: int, num_global_blocks: int = 
     return plan
 
 
+def _fewest_candidates(n_blocks: int, g: int, window_blocks: int) -> int | None:
+    """The fewest random-block candidates of any non-global row (None when every row is global)."""
+    half = window_blocks // 2
+    middle = np.arange(g, max(g, n_blocks - g))
+    counts = [int((np.abs(middle - a) > half).sum()) for a in range(g, n_blocks - g)]
+    return min(counts) if counts else None
+
+
+def max_random_blocks(seq_len: int, block_size: int, num_global_blocks: int = 1, window_blocks: int = 3) -> int:
+    """The most random blocks every non-global row of a BigBird pattern can hold (distinct, outside its
+    window and the globals); ``bigbird`` refuses more. When every row is global none are needed,
+    and the number of blocks is returned.
+    """
+    nb = ceil_div(check_int("seq_len", seq_len, 1), check_int("block_size", block_size, 1))
+    fewest = _fewest_candidates(nb, check_int("num_global_blocks", num_global_blocks, 0),
+                                check_int("window_blocks", window_blocks, 1))
+    return nb if fewest is None else fewest
+
+
+def _check_random_fits(seq_len, block_size, nb, r, g, w) -> None:
+    """Refuse a num_random_blocks that some row cannot hold (DeepSpeed raises too; drawing fewer would
+    silently build another pattern than the one asked for)."""
+    fewest = _fewest_candidates(nb, g, w)
+    if r == 0 or fewest is None or fewest >= r:
+        return
+    need = nb
+    while _fewest_candidates(need, g, w) is not None and _fewest_candidates(need, g, w) < r:
+        need += 1
+    raise ValueError(
+        f"`num_random_blocks`={r} cannot be placed: seq_len={seq_len} in blocks of {block_size} is {nb} blocks, and "
+        f"with {g} global block(s) at each end and a window of {w} blocks some row has only {fewest} other "
+        f"block(s) to draw from; use num_random_blocks <= {fewest} or seq_len >= {need * block_size}")
+
+
 class BigBird(BlockTablePattern):
     def __init__(self, seq_len, block_size, num_random_blocks, num_global_blocks, window_blocks, seed, n_heads, plan):
         self.seq_len = check_int("seq_len", seq_len, 1)
@@ -54,6 +88,7 @@ class BigBird(BlockTablePattern):
         if 2 * g > nb:
             raise ValueError(f"`num_global_blocks`={g} needs at least {2 * g} blocks, the sequence has {nb}")
         if plan is None:
+            _check_random_fits(self.seq_len, self.block_size, nb, r, g, w)
             plan = sample_plan(nb, r, g, w, heads, check_int("seed", seed, 0))
         else:
             plan = np.asarray(plan)
