@@ -4,13 +4,14 @@ import json
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from sparse_core.cli import main
 from sparse_core.course.checks import load_chapter
-from sparse_core.course.runner import format_report, run_grading
+from sparse_core.course.runner import Limits, format_report, run_grading
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +127,77 @@ def test_module_entry_point_runs():
 
     proc = subprocess.run([sys.executable, "-m", "sparse_core", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and "grade" in proc.stdout
+
+
+# ---------------------------------------------------------------- isolation: limits and a scratch copy
+
+def _one_chapter_submission(tmp_path, replacements):
+    folder = tmp_path / "submission"
+    shutil.copytree(ROOT / "solutions" / "ch01_dense", folder / "ch01_dense")
+    path = folder / "ch01_dense" / "exercise.py"
+    src = path.read_text()
+    for old, new in replacements:
+        assert old in src, old
+        src = src.replace(old, new, 1)
+    path.write_text(src)
+    return folder
+
+
+SOFTMAX_BODY = "    s = np.asarray(scores, dtype=np.float64)\n"
+
+
+def test_memory_limit_stops_a_submission_that_allocates_without_end(tmp_path):
+    grow = ("    hoard = []\n    while True:\n        hoard.append(np.ones(2**24))  # 128 MiB at a time, forever\n")
+    folder = _one_chapter_submission(tmp_path, [(SOFTMAX_BODY, grow + SOFTMAX_BODY)])
+    limits = Limits(memory_mib=3072, cpu_s=60.0, output_mib=64)
+    report = run_grading(impl=str(folder), root=ROOT, only="1.1,1.2", timeout=30, limits=limits)
+    by_ex = {}
+    for r in report.results:
+        by_ex.setdefault(r.exercise, []).append(r)
+    assert {r.status for r in by_ex["1.1"]} == {"error"}
+    assert all("MemoryError" in r.message and "--memory-limit" in r.message for r in by_ex["1.1"])
+    assert {r.status for r in by_ex["1.2"]} == {"passed"}  # the process survived for the next exercise
+
+
+def test_cpu_limit_stops_a_spin_in_compiled_code_that_the_alarm_cannot_reach(tmp_path):
+    # builtin sum over itertools.repeat loops in C and never returns to the interpreter, so the
+    # per-test alarm (pytest-timeout's SIGALRM) cannot fire; only RLIMIT_CPU stops it
+    spin = "    import itertools\n    sum(itertools.repeat(1, 10**12))\n"
+    folder = _one_chapter_submission(tmp_path, [(SOFTMAX_BODY, spin + SOFTMAX_BODY)])
+    limits = Limits(memory_mib=None, cpu_s=3.0, output_mib=64)
+    started = time.monotonic()
+    report = run_grading(impl=str(folder), root=ROOT, only="1.1", timeout=2, grace=120, limits=limits)
+    took = time.monotonic() - started
+    assert report.results and all(r.status == "timeout" for r in report.results)
+    assert all("s of CPU time (--cpu-limit)" in r.message for r in report.results)
+    assert took < 120, f"{took:.0f} s: the CPU limit, not the {120} s grace, must stop each check"
+
+
+def test_output_limit_stops_a_submission_that_floods_its_output(tmp_path):
+    flood = "    import sys\n    while True:\n        sys.stdout.write('x' * 2**20)\n"
+    folder = _one_chapter_submission(tmp_path, [(SOFTMAX_BODY, flood + SOFTMAX_BODY)])
+    limits = Limits(memory_mib=None, cpu_s=60.0, output_mib=8)
+    report = run_grading(impl=str(folder), root=ROOT, only="1.1,1.2", timeout=30, limits=limits)
+    statuses = {r.exercise: r.status for r in report.results if r.status != "passed"}
+    assert set(statuses) == {"1.1"} and set(statuses.values()) == {"error"}  # EFBIG: Python ignores SIGXFSZ
+    assert all("File too large" in r.message and "--output-limit" in r.message
+               for r in report.results if r.exercise == "1.1")
+    assert all(r.status == "passed" for r in report.results if r.exercise == "1.2")
+
+
+def test_graded_code_runs_in_a_scratch_copy_without_the_solutions(tmp_path):
+    # the submission reports what it can see from where it runs
+    peek = ("    import os\n    from pathlib import Path\n"
+            "    here = Path(__file__).resolve()\n"
+            "    seen = {'cwd_solutions': (Path.cwd() / 'solutions').exists(),\n"
+            "            'cwd_mutants': (Path.cwd() / 'tests' / 'mutants').exists(),\n"
+            "            'beside_solutions': (here.parents[2] / 'solutions').exists(),\n"
+            "            'under_submission': here.parents[1] != Path(" + repr(str(tmp_path / "submission")) + "),\n"
+            "            'env': os.environ.get('SPARSE_COURSE_IMPL')}\n"
+            "    raise RuntimeError(repr(seen))\n")
+    folder = _one_chapter_submission(tmp_path, [(SOFTMAX_BODY, peek + SOFTMAX_BODY)])
+    report = run_grading(impl=str(folder), root=ROOT, only="1.1", timeout=30)
+    seen = eval(re.search(r"RuntimeError: (\{.*\})", report.results[0].message).group(1))  # noqa: S307
+    assert seen == {"cwd_solutions": False, "cwd_mutants": False, "beside_solutions": False,
+                    "under_submission": True, "env": None}
+    assert (folder / "ch01_dense" / "exercise.py").read_text().count("raise RuntimeError") == 1  # untouched

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import positive_float, positive_int, use_help_formatter
+from .common import non_negative_float, non_negative_int, positive_float, positive_int, use_help_formatter
 
 
 def _cmd_grade(args) -> int:
@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chapter", type=positive_int, action="append", help="only this chapter (repeatable)")
     g.add_argument("--exercise", action="append", help="only this exercise, e.g. 1.5 (repeatable)")
     g.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per graded test")
+    g.add_argument("--memory-limit", type=non_negative_int, default=None, metavar="MIB",
+                   help="address space of the graded process in MiB (default 6144, at most 3/4 of this "
+                        "machine's memory; 0 = no limit)")
+    g.add_argument("--cpu-limit", type=non_negative_float, default=None, metavar="S",
+                   help="CPU seconds per graded test (default: --timeout; 0 = no limit)")
+    g.add_argument("--output-limit", type=non_negative_int, default=None, metavar="MIB",
+                   help="MiB the graded process may write, its output included (default 64; 0 = no limit)")
     g.add_argument("--verbose", "-v", action="store_true", help="show every failing check, not only the first")
     g.add_argument("--json", metavar="FILE", help="also write per-test results as JSON")
     g.add_argument("--root", default=None, help="the course checkout (default: found from the current folder)")

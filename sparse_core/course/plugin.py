@@ -6,9 +6,11 @@
   number and points from ``@pytest.mark.exercise(...)``: the grade command reads it, and it
   survives a crash of the test process.
 * ``--grade-only`` / ``--grade-skip-file`` select tests for the grade command.
+* ``--grade-cpu-limit S`` re-arms ``RLIMIT_CPU`` before each test: S more CPU seconds.
 """
 from __future__ import annotations
 
+import errno
 import json
 import traceback
 from pathlib import Path
@@ -27,6 +29,8 @@ def pytest_addoption(parser):
     group.addoption("--grade-only", default=None,
                     help="comma-separated chapter numbers (1) or exercise numbers (1.5) to keep")
     group.addoption("--grade-skip-file", default=None, help="file of test ids to deselect, one per line")
+    group.addoption("--grade-cpu-limit", default=None, type=float,
+                    help="CPU seconds each graded test may use (RLIMIT_CPU, re-armed before each test)")
 
 
 def pytest_configure(config):
@@ -78,8 +82,24 @@ def pytest_collection_modifyitems(session, config, items):
                   check=item.callspec.params["check"].name if hasattr(item, "callspec") and "check" in item.callspec.params else item.name)
 
 
+def _arm_cpu_limit(seconds: float) -> None:
+    """Let this process use ``seconds`` more CPU time from now (SIGXCPU then stops it)."""
+    import math
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(used.ru_utime + used.ru_stime + seconds)
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    limit = item.config.getoption("--grade-cpu-limit")
+    if limit:
+        _arm_cpu_limit(limit)
     _emit(item.config, event="start", nodeid=item.nodeid)
 
 
@@ -93,6 +113,12 @@ def _student_message(excinfo) -> tuple[str, str]:
         return "timeout", str(exc).splitlines()[0]
     if isinstance(exc, AssertionError):
         return "wrong", str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return "error", (f"{name}: {exc} (graded code may write only so much, its printed output included: "
+                         "--output-limit)")
+    if isinstance(exc, MemoryError):
+        return "error", (f"MemoryError: {exc} (graded code runs under a memory limit, --memory-limit; an answer that "
+                         "needs this much memory is not the one asked for)")
     # an exception raised by the student's code: show it with the frames in their file
     frames = [f for f in traceback.extract_tb(excinfo.tb) if "exercise.py" in f.filename]
     where = "".join(traceback.format_list(frames[-3:])) if frames else ""

@@ -1,7 +1,8 @@
 """``python -m sparse_core grade``: run the graded tests and print points per chapter and exercise.
 
 The tests run in a child pytest process that streams one JSON line per test (see
-:mod:`sparse_core.course.plugin`). Each test has a time limit (pytest-timeout, SIGALRM);
+:mod:`sparse_core.course.plugin`), in a scratch copy holding only the submission and the graded
+test module, under memory, CPU-time and output limits (:class:`Limits`). Each test has a time limit (pytest-timeout, SIGALRM);
 a test that is still running ``grace`` seconds after its limit -- stuck in compiled code, say --
 gets the child killed. If the child dies (killed, segfault, ``os._exit``), the test it was
 running scores zero and a new child carries on with the tests not yet run. Grading therefore
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +126,77 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one graded child process may use (``None`` = no limit).
+
+    * ``memory_mib``: its address space (``RLIMIT_AS``); an allocation past it raises
+      ``MemoryError`` in the submission, which scores zero for that check;
+    * ``cpu_s``: CPU seconds per check (``RLIMIT_CPU``, re-armed before every check): code that
+      spins in compiled code, where the per-test alarm cannot reach it, is stopped there;
+    * ``output_mib``: bytes the child may write to any file, its captured output included
+      (``RLIMIT_FSIZE``).
+    """
+
+    memory_mib: int | None = None
+    cpu_s: float | None = None
+    output_mib: int | None = 64
+
+    @classmethod
+    def defaults(cls, timeout: float) -> "Limits":
+        """6 GiB of address space (at most three quarters of this machine's memory; the graded
+        tests of the reference solutions peak at about 2.1 GiB), ``timeout`` CPU seconds per check,
+        64 MiB of output."""
+        memory = 6 * 1024
+        try:
+            total_kib = int(next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal")).split()[1])
+            memory = min(memory, int(0.75 * total_kib / 1024))
+        except (OSError, StopIteration, ValueError):
+            pass
+        return cls(memory_mib=memory, cpu_s=float(timeout), output_mib=64)
+
+
+def _apply_limits(limits: Limits):
+    """A ``preexec_fn`` that applies ``limits`` (all but the per-check CPU limit) in the child."""
+    def apply():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a limit's signal must not write a core file
+        if limits.memory_mib is not None:
+            size = int(limits.memory_mib) * 2 ** 20
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+        if limits.output_mib is not None:
+            size = int(limits.output_mib) * 2 ** 20
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return apply
+
+
+def _scratch_copy(root: Path, folder: Path, tmp: Path) -> tuple[Path, Path, Path]:
+    """A working folder holding only the graded test module, its pytest settings and a copy of the
+    submission: graded code runs there, away from ``solutions/``, the mutants and the instructor's
+    files (see the threat model in book/grading.md). Returns (folder, test module, submission)."""
+    work = tmp / "work"
+    submission = work / "submission"
+    submission.mkdir(parents=True)
+    for chapter in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "exercise.py").is_file()):
+        shutil.copytree(chapter, submission / chapter.name, symlinks=False,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    test = work / "test_graded.py"
+    shutil.copyfile(root / "tests" / "graded" / "test_graded.py", test)
+    (work / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider -p sparse_core.course.plugin\n"
+                                     "filterwarnings =\n    error::RuntimeWarning:sparse_core.*\n")
+    return work, test, submission
+
+
+def _death(returncode: int, limits: Limits) -> tuple[str, str] | None:
+    """(status, message) when the child was stopped by one of the limits."""
+    if returncode == -signal.SIGXCPU:
+        return "timeout", f"used more than {limits.cpu_s:g} s of CPU time (--cpu-limit); stopped"
+    if returncode == -signal.SIGXFSZ:
+        return "crashed", f"wrote more than {limits.output_mib} MiB of output (--output-limit); stopped"
+    return None
+
+
 def run_grading(
     impl: str | None = None,
     root: str | Path | None = None,
@@ -131,12 +204,15 @@ def run_grading(
     timeout: float = 60.0,
     grace: float = 15.0,
     progress: TextIO | None = None,
+    limits: Limits | None = None,
 ) -> GradeReport:
     """Run the graded tests and collect one :class:`TestResult` per test.
 
-    With ``progress`` (a text stream), a line per check is written there as it runs
-    (:class:`Progress`)."""
+    The tests run in a scratch copy holding only the submission and the graded test module,
+    under ``limits`` (:meth:`Limits.defaults` when None). With ``progress`` (a text stream), a
+    line per check is written there as it runs (:class:`Progress`)."""
     live = Progress(progress) if progress is not None else None
+    limits = Limits.defaults(timeout) if limits is None else limits
     root = _impl.repo_root(Path(root) if root else None)
     folder = _impl.resolve_impl(impl, root)
     report = GradeReport(impl=str(folder))
@@ -147,23 +223,29 @@ def run_grading(
         events_path = Path(tmp) / "events.jsonl"
         skip_path = Path(tmp) / "skip.txt"
         log_path = Path(tmp) / "pytest.log"
+        work, test_module, submission = _scratch_copy(root, folder, Path(tmp))
         max_rounds = 200
         for _round in range(max_rounds):
             done = [nid for nid, r in results.items() if r.status != "not run"]
             skip_path.write_text("\n".join(done) + "\n")
             cmd = [
-                sys.executable, "-m", "pytest", str(root / "tests" / "graded"),
-                "--impl", str(folder), "--grade-report", str(events_path),
+                sys.executable, "-m", "pytest", str(test_module), "-c", str(work / "pytest.ini"),
+                "--rootdir", str(work),
+                "--impl", str(submission), "--grade-report", str(events_path),
                 "--grade-skip-file", str(skip_path),
                 "--timeout", str(timeout), "--timeout-method", "signal",
-                "-q", "--no-header", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
+                "-q", "--no-header", "-o", "console_output_style=classic",
             ]
+            if limits.cpu_s is not None:
+                cmd += ["--grade-cpu-limit", str(limits.cpu_s)]
             if only:
                 cmd += ["--grade-only", only]
             env = dict(os.environ, MPLBACKEND="Agg", PYTHONFAULTHANDLER="1")
+            env.pop(_impl.ENV_VAR, None)
             with open(log_path, "w") as log:
-                proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                        preexec_fn=_apply_limits(limits))
                 offset = events_path.stat().st_size if events_path.exists() else 0
                 running = None
                 killed_for_time = False
@@ -200,6 +282,8 @@ def run_grading(
                 if killed_for_time:
                     r.status = "timeout"
                     r.message = f"still running after {timeout + grace:.0f} s; stopped"
+                elif _death(proc.returncode, limits):
+                    r.status, r.message = _death(proc.returncode, limits)
                 else:
                     tail = log_path.read_text(errors="replace").strip().splitlines()[-12:]
                     r.status = "crashed"
@@ -272,12 +356,23 @@ def format_report(report: GradeReport, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _limit(value, default):
+    """A limit from the command line: None keeps the default, 0 means no limit."""
+    if value is None:
+        return default
+    return None if value == 0 else value
+
+
 def main_grade(args, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     print("Running the graded tests, one line per check (exercise, check, result, seconds):", file=out, flush=True)
     try:
+        defaults = Limits.defaults(args.timeout)
+        limits = Limits(memory_mib=_limit(getattr(args, "memory_limit", None), defaults.memory_mib),
+                        cpu_s=_limit(getattr(args, "cpu_limit", None), defaults.cpu_s),
+                        output_mib=_limit(getattr(args, "output_limit", None), defaults.output_mib))
         report = run_grading(impl=args.impl, root=args.root, only=args.only, timeout=args.timeout,
-                             progress=out)
+                             progress=out, limits=limits)
     except FileNotFoundError as exc:
         print(f"grade: {exc}", file=sys.stderr)
         return 2
