@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_core.patterns.deepspeed import (deepspeed_bigbird, deepspeed_bslongformer, deepspeed_fixed,
-                                            deepspeed_layout, deepspeed_variable)
+from sparse_core.patterns.deepspeed import (deepspeed_bigbird, deepspeed_bslongformer, deepspeed_dense,
+                                            deepspeed_fixed, deepspeed_layout, deepspeed_local, deepspeed_variable)
 from sparse_core.patterns import dense
 
 DS_VERSION = "0.19.6"
@@ -243,6 +243,29 @@ def test_repr_names_the_constructor_and_non_default_settings():
     assert "global_block_indices=[1]" in repr(deepspeed_bslongformer(1, 64, global_block_indices=[1]))
 
 
+def test_local_sliding_window_by_hand():
+    # unidirectional (DeepSpeed's default): block a keeps a - 1 .. a with 3 window blocks
+    assert deepspeed_layout(deepspeed_local(1, 64, 16)).tolist() == M("1000 1100 0110 0011")[None].tolist()
+    bi = deepspeed_local(2, 80, 16, num_sliding_window_blocks=5, attention="bidirectional")
+    assert deepspeed_layout(bi).tolist() == [M("11100 11110 11111 01111 00111").tolist()] * 2
+    assert deepspeed_layout(deepspeed_local(1, 48, 16, num_sliding_window_blocks=0)).tolist() == [np.eye(3).tolist()]
+
+
+def test_dense_config_keeps_every_block_and_equals_the_dense_pattern():
+    p = deepspeed_dense(3, 96, 32)
+    assert deepspeed_layout(p).shape == (3, 3, 3) and deepspeed_layout(p).all()
+    assert np.array_equal(p.to_dense(96, 96, n_heads=3), dense().to_dense(96, 96, n_heads=3))
+
+
+def test_local_and_dense_refuse_what_deepspeed_refuses_and_name_the_argument():
+    with pytest.raises(ValueError, match="`num_sliding_window_blocks`=5 is more than the 4 blocks"):
+        deepspeed_local(1, 64, 16, num_sliding_window_blocks=5)
+    with pytest.raises(ValueError, match="`attention`"):
+        deepspeed_local(1, 64, attention="causal")
+    with pytest.raises(ValueError, match="`seq_len`=40 must be a multiple of `block`=16"):
+        deepspeed_dense(1, 40)
+
+
 def test_deepspeed_layout_rejects_other_patterns():
     with pytest.raises(TypeError, match="deepspeed"):
         deepspeed_layout(dense())
@@ -433,6 +456,23 @@ def test_bslongformer_matches_deepspeed(ds, seq_len, block):
     assert n > 30
 
 
+@pytest.mark.parametrize("seq_len, block", SIZES)
+def test_local_and_dense_match_deepspeed(ds, seq_len, block):
+    nb = seq_len // block
+    n = 0
+    for heads, W, attention in itertools.product([1, 2, 4], [0, 1, 2, 3, 4, 5, 7], ["bidirectional", "unidirectional"]):
+        if W > nb:
+            continue
+        kw = dict(num_heads=heads, block=block, num_sliding_window_blocks=W, attention=attention)
+        _check_same(deepspeed_local(seq_len=seq_len, **kw), _ds_layout(ds.LocalSlidingWindowSparsityConfig(**kw), seq_len),
+                    kw)
+        n += 1
+    for heads, per_head in itertools.product([1, 3], [False, True]):
+        kw = dict(num_heads=heads, block=block, different_layout_per_head=per_head)
+        _check_same(deepspeed_dense(seq_len=seq_len, **kw), _ds_layout(ds.DenseSparsityConfig(**kw), seq_len), kw)
+    assert n >= 6
+
+
 def test_default_settings_match_deepspeed(ds, keep_random_state):
     for seq_len in (64, 256):
         _check_same(deepspeed_fixed(4, seq_len), _ds_layout(ds.FixedSparsityConfig(4), seq_len), "fixed")
@@ -442,6 +482,8 @@ def test_default_settings_match_deepspeed(ds, keep_random_state):
                     _ds_layout(ds.BigBirdSparsityConfig(4), seq_len, 3), "bigbird")
         _check_same(deepspeed_bslongformer(4, seq_len),
                     _ds_layout(ds.BSLongformerSparsityConfig(4), seq_len), "bslongformer")
+        _check_same(deepspeed_local(4, seq_len), _ds_layout(ds.LocalSlidingWindowSparsityConfig(4), seq_len), "local")
+        _check_same(deepspeed_dense(4, seq_len), _ds_layout(ds.DenseSparsityConfig(4), seq_len), "dense")
 
 
 DS_REJECTS = [  # settings DeepSpeed rejects (in the constructor or in make_layout), and we do too
@@ -472,6 +514,9 @@ DS_REJECTS = [  # settings DeepSpeed rejects (in the constructor or in make_layo
     ("BSLongformerSparsityConfig", deepspeed_bslongformer, dict(num_heads=1, global_block_indices=[2],
                                                                 global_block_end_indices=[2]), 64),
     ("BSLongformerSparsityConfig", deepspeed_bslongformer, dict(num_heads=1, block=16), 40),
+    ("LocalSlidingWindowSparsityConfig", deepspeed_local, dict(num_heads=1, num_sliding_window_blocks=5), 64),
+    ("LocalSlidingWindowSparsityConfig", deepspeed_local, dict(num_heads=1, block=16), 40),
+    ("DenseSparsityConfig", deepspeed_dense, dict(num_heads=1, block=16), 40),
 ]
 
 

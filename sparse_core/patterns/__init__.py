@@ -16,7 +16,7 @@ module                 constructors
 ``bigbird``            ``bigbird``
 ``topk``               ``topk``
 ``deepspeed``          ``deepspeed_fixed``, ``deepspeed_variable``, ``deepspeed_bigbird``,
-                       ``deepspeed_bslongformer``
+                       ``deepspeed_bslongformer``, ``deepspeed_local``, ``deepspeed_dense``
 ``plots``              ``plot_mask``, ``plot_layout``, ``plot_reach``, ``hops`` (import
                        ``sparse_core.patterns.plots``; it loads matplotlib)
 ``graph``              ``degrees``, ``distances``, ``diameter``, ``is_connected`` of a mask's
@@ -29,7 +29,8 @@ module                 constructors
 from .axial import axial
 from .base import Pattern, causal, dense, intersection, per_head, union
 from .bigbird import bigbird, max_random_blocks, sample_plan
-from .deepspeed import deepspeed_bigbird, deepspeed_bslongformer, deepspeed_fixed, deepspeed_layout, deepspeed_variable
+from .deepspeed import (deepspeed_bigbird, deepspeed_bslongformer, deepspeed_dense, deepspeed_fixed, deepspeed_layout,
+                        deepspeed_local, deepspeed_variable)
 from .global_tokens import global_tokens
 from .layout import BlockLayout
 from .local import block_local, dilated, sliding_window
@@ -42,5 +43,6 @@ __all__ = [
     "Pattern", "BlockLayout", "dense", "causal", "union", "intersection", "per_head",
     "sliding_window", "dilated", "block_local", "strided", "fixed", "axial", "global_tokens",
     "random_pattern", "longformer", "bigbird", "max_random_blocks", "sample_plan", "topk",
-    "deepspeed_fixed", "deepspeed_variable", "deepspeed_bigbird", "deepspeed_bslongformer", "deepspeed_layout",
+    "deepspeed_fixed", "deepspeed_variable", "deepspeed_bigbird", "deepspeed_bslongformer", "deepspeed_local",
+    "deepspeed_dense", "deepspeed_layout",
 ]

@@ -25,6 +25,11 @@ int array. Block ``(a, b)`` of head ``h`` kept means query block ``a`` attends k
   global rows and columns at ``global_block_indices`` (or spans, as in Variable);
   unidirectional keeps the lower block triangle.
 
+* ``deepspeed_local`` = ``LocalSlidingWindowSparsityConfig``: block ``a`` keeps the blocks
+  ``a - num_sliding_window_blocks // 2 .. a`` (unidirectional, the default) or also as many after
+  it (bidirectional), clipped at the ends.
+* ``deepspeed_dense`` = ``DenseSparsityConfig``: every block.
+
 Random blocks are drawn with ``random.Random(seed).sample`` in DeepSpeed's order (heads in
 order, rows in order; only head 0 unless ``different_layout_per_head``), so
 ``random.seed(seed); config.make_layout(seq_len)`` gives the same layout. Index arguments
@@ -44,13 +49,13 @@ import numpy as np
 from .base import BlockTablePattern, Pattern, check_int
 
 __all__ = ["DeepSpeedPattern", "deepspeed_fixed", "deepspeed_variable", "deepspeed_bigbird",
-           "deepspeed_bslongformer", "deepspeed_layout"]
+           "deepspeed_bslongformer", "deepspeed_local", "deepspeed_dense", "deepspeed_layout"]
 
 _DIRECTIONS = ("bidirectional", "unidirectional")
 
 
 class DeepSpeedPattern(BlockTablePattern):
-    """A DeepSpeed layout as a block-table pattern; ``kind`` is fixed/variable/bigbird/bslongformer."""
+    """A DeepSpeed layout as a block-table pattern; ``kind`` is fixed/variable/bigbird/bslongformer/local/dense."""
 
     def __init__(self, kind: str, table: np.ndarray, block: int, settings: dict):
         super().__init__(table, block)
@@ -336,6 +341,28 @@ def deepspeed_bslongformer(num_heads: int, seq_len: int, block: int = 16, differ
                     global_block_end_indices=ends, attention=attention)
 
 
+def deepspeed_local(num_heads: int, seq_len: int, block: int = 16, num_sliding_window_blocks: int = 3,
+                    attention: str = "unidirectional") -> Pattern:
+    """``LocalSlidingWindowSparsityConfig(...).make_layout(seq_len)`` as a pattern: block ``a`` keeps
+    ``max(0, a - W // 2) .. a`` (unidirectional, DeepSpeed's default) or ``.. a + W // 2``
+    (bidirectional). Like DeepSpeed, a window wider than the row of blocks is refused."""
+    heads, seq_len, block, nb, _, uni = _check_common(num_heads, seq_len, block, False, attention)
+    W = check_int("num_sliding_window_blocks", num_sliding_window_blocks, 0)
+    _check_at_most("num_sliding_window_blocks", W, nb, "sliding window")
+    a = np.arange(nb)
+    offset = a[:, None] - a[None, :]  # query block minus key block
+    t = (offset <= W // 2) & (offset >= (0 if uni else -(W // 2)))
+    return _pattern("local", heads, seq_len, block, False, lambda h: t,
+                    num_sliding_window_blocks=W, attention=attention)
+
+
+def deepspeed_dense(num_heads: int, seq_len: int, block: int = 16, different_layout_per_head: bool = False) -> Pattern:
+    """``DenseSparsityConfig(...).make_layout(seq_len)`` as a pattern: every block of every head."""
+    heads, seq_len, block, nb, per_head, _ = _check_common(num_heads, seq_len, block, different_layout_per_head,
+                                                           "bidirectional")
+    return _pattern("dense", heads, seq_len, block, per_head, lambda h: np.ones((nb, nb), dtype=bool))
+
+
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ValueError(f"`seed` must be an integer (it seeds random.Random, as random.seed does for "
@@ -353,5 +380,6 @@ _DEFAULTS = {
     kind: {name: p.default for name, p in inspect.signature(fn).parameters.items()
            if p.default is not inspect.Parameter.empty}
     for kind, fn in [("fixed", deepspeed_fixed), ("variable", deepspeed_variable),
-                     ("bigbird", deepspeed_bigbird), ("bslongformer", deepspeed_bslongformer)]
+                     ("bigbird", deepspeed_bigbird), ("bslongformer", deepspeed_bslongformer),
+                     ("local", deepspeed_local), ("dense", deepspeed_dense)]
 }
