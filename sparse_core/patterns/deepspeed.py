@@ -75,7 +75,7 @@ class DeepSpeedPattern(BlockTablePattern):
         """Settings that differ from the constructor's defaults (num_heads and seq_len always)."""
         defaults = _DEFAULTS.get(self.kind, {})
         return {k: v for k, v in self.settings.items()
-                if k in ("num_heads", "seq_len") or k not in defaults or not _same(v, defaults[k])}
+                if k in ("num_heads", "seq_len") or (k in defaults and not _same(v, defaults[k]))}
 
 
 def deepspeed_layout(pattern: Pattern) -> np.ndarray:
