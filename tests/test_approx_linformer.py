@@ -8,15 +8,17 @@ from sparse_core.approx.linformer import LinformerSelfAttention, linformer_atten
 
 
 @pytest.mark.parametrize("share_kv", [False, True])
+@pytest.mark.parametrize("one_kv_head,dim_head", [(False, None), (True, None), (False, 5), (True, 24)])
 @pytest.mark.parametrize("seed,dim,heads,seq_len,k,n", [(0, 32, 4, 64, 16, 64), (1, 48, 3, 50, 7, 33), (2, 16, 1, 9, 9, 9)])
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_equals_linformer_package(share_kv, seed, dim, heads, seq_len, k, n, dtype, atol):
+def test_equals_linformer_package(share_kv, one_kv_head, dim_head, seed, dim, heads, seq_len, k, n, dtype, atol):
     lf = pytest.importorskip("linformer", reason="linformer is not installed (extra 'equiv')")
     torch.manual_seed(seed)
-    theirs = lf.LinformerSelfAttention(dim, seq_len, k=k, heads=heads, one_kv_head=False, share_kv=share_kv,
-                                       dropout=0.0).to(dtype).eval()
+    theirs = lf.LinformerSelfAttention(dim, seq_len, k=k, heads=heads, dim_head=dim_head, one_kv_head=one_kv_head,
+                                       share_kv=share_kv, dropout=0.0).to(dtype).eval()
     ours = LinformerSelfAttention.from_linformer(theirs)
     assert ours.sharing == ("kv" if share_kv else "headwise") and ours.qkv.weight.dtype == dtype
+    assert ours.n_kv_heads == (1 if one_kv_head else heads) and ours.d_head == (dim_head or dim // heads)
     x = torch.randn(2, n, dim, dtype=dtype, generator=torch.Generator().manual_seed(seed + 10), requires_grad=True)
     y = ours(x)
     x2 = x.detach().clone().requires_grad_()
@@ -94,3 +96,14 @@ def test_projection_leaks_the_future_which_is_why_causal_raises():
 def test_bad_arguments(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_head_dim_and_one_kv_head_widths():
+    layer = LinformerSelfAttention(30, 4, 40, k=8, num_kv_heads=1, head_dim=6)
+    assert layer.qkv.weight.shape == (4 * 6 + 2 * 6, 30) and layer.out.weight.shape == (30, 24)
+    assert layer(torch.randn(2, 40, 30)).shape == (2, 40, 30)
+    assert "num_kv_heads=1, head_dim=6" in repr(layer)
+    with pytest.raises(ValueError, match="`head_dim` must be None or a positive integer"):
+        LinformerSelfAttention(30, 4, 40, head_dim=0)
+    with pytest.raises(ValueError, match="`d_model`=30 must be divisible by `n_heads`=4"):
+        LinformerSelfAttention(30, 4, 40)

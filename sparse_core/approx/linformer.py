@@ -124,8 +124,9 @@ class LinformerSelfAttention(MultiHeadAttention):
     """
 
     def __init__(self, d_model: int, n_heads: int, seq_len: int, k: int = 256, sharing: str = "headwise",
-                 projection: nn.Parameter | None = None, causal: bool = False, bias: bool = True):
-        super().__init__(d_model, n_heads, bias=bias)
+                 projection: nn.Parameter | None = None, causal: bool = False, bias: bool = True,
+                 num_kv_heads: int | None = None, head_dim: int | None = None):
+        super().__init__(d_model, n_heads, bias=bias, num_kv_heads=num_kv_heads, head_dim=head_dim)
         check_bool("causal", causal)
         if causal:
             raise ValueError(_CAUSAL_MSG)
@@ -133,16 +134,21 @@ class LinformerSelfAttention(MultiHeadAttention):
 
     @classmethod
     def from_linformer(cls, other) -> "LinformerSelfAttention":
-        """Copy a ``linformer.LinformerSelfAttention`` (``one_kv_head=False``, ``dim_head = dim / heads``).
+        """Copy a ``linformer.LinformerSelfAttention``, every option included.
 
         Its ``to_q``/``to_k``/``to_v`` have no bias (ours are set to zero); with ``share_kv=True`` it
         uses the key projection for values too and ``proj_k`` for both, i.e. ``sharing="kv"`` with
-        ``W_V = W_K``.
+        ``W_V = W_K``; ``one_kv_head=True`` is ``num_kv_heads=1`` (one key/value head read by every
+        query head) and ``dim_head`` is ``head_dim``.
         """
-        dim, inner = other.to_q.in_features, other.to_q.out_features
-        if other.to_k.out_features != inner or inner != dim:
-            raise ValueError("only one_kv_head=False and dim_head = dim // heads can be copied")
-        layer = cls(dim, other.heads, other.seq_len, other.k, sharing="kv" if other.share_kv else "headwise")
+        dim, inner, heads = other.to_q.in_features, other.to_q.out_features, other.heads
+        dim_head = inner // heads
+        kv_heads = other.to_k.out_features // dim_head
+        if inner != heads * dim_head or kv_heads not in (1, heads) or other.to_k.out_features != kv_heads * dim_head:
+            raise ValueError(f"`other`: cannot read its heads (to_q {inner} wide for {heads} heads, to_k "
+                             f"{other.to_k.out_features} wide)")
+        layer = cls(dim, heads, other.seq_len, other.k, sharing="kv" if other.share_kv else "headwise",
+                    num_kv_heads=kv_heads, head_dim=dim_head)
         with torch.no_grad():
             wv = other.to_k.weight if other.share_kv else other.to_v.weight
             layer.qkv.weight.copy_(torch.cat([other.to_q.weight, other.to_k.weight, wv]))

@@ -116,6 +116,10 @@ class MultiHeadAttention(nn.Module):
         uses key/value head ``h // (n_heads // n_kv)`` (grouped-query attention; 1 = multi-query).
         The input projection is ``C -> C + 2 n_kv hs`` (:data:`QKV_LAYOUTS`) and the cache keeps
         ``n_kv`` heads; a core without ``supports_gqa`` gets k and v repeated per query head.
+    head_dim:
+        ``hs`` of every head (None: ``C // nh``, and ``C`` must be divisible by ``nh``). Another
+        value makes the heads ``nh * hs`` wide in all, as ``linformer``'s ``dim_head``: the input
+        projection is ``C -> nh hs + 2 n_kv hs`` and the output projection ``nh hs -> C``.
 
     A core with weights (say a learned gate) *belongs to the layer*: its parameters, buffers and
     submodules are registered on the layer under their own names (``gate.w_q.weight``, not
@@ -126,12 +130,15 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, core: AttentionCore | None = None, *, bias: bool = True,
                  qkv_layout: str | None = "stacked", names: tuple[str, str] = ("qkv", "out"),
-                 rotary_ndims: int = 0, index: int = 0, num_kv_heads: int | None = None):
+                 rotary_ndims: int = 0, index: int = 0, num_kv_heads: int | None = None,
+                 head_dim: int | None = None):
         super().__init__()
         if not isinstance(d_model, int) or not isinstance(n_heads, int) or d_model <= 0 or n_heads <= 0:
             raise ValueError(f"`d_model` and `n_heads` must be positive integers, got {d_model!r}, {n_heads!r}")
-        if d_model % n_heads:
+        if head_dim is None and d_model % n_heads:
             raise ValueError(f"`d_model`={d_model} must be divisible by `n_heads`={n_heads}")
+        if head_dim is not None and (isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0):
+            raise ValueError(f"`head_dim` must be None or a positive integer, got {head_dim!r}")
         if num_kv_heads is None:
             num_kv_heads = n_heads
         elif (isinstance(num_kv_heads, bool) or not isinstance(num_kv_heads, int) or num_kv_heads <= 0
@@ -142,12 +149,13 @@ class MultiHeadAttention(nn.Module):
             raise TypeError(f"`bias` must be a bool, got {type(bias).__name__}")
         if qkv_layout is not None and qkv_layout not in QKV_LAYOUTS:
             raise ValueError(f"`qkv_layout` must be one of {QKV_LAYOUTS} or None, got {qkv_layout!r}")
-        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.d_model, self.n_heads = d_model, n_heads
+        self.d_head = d_model // n_heads if head_dim is None else head_dim
         self.n_kv_heads = num_kv_heads
         self.qkv_layout, self.names, self.rotary_ndims, self.index = qkv_layout, tuple(names), rotary_ndims, index
         if qkv_layout is not None:
-            self.add_module(self.names[0], nn.Linear(d_model, d_model + 2 * self.kv_dim, bias=bias))
-        self.add_module(self.names[1], nn.Linear(d_model, d_model, bias=bias))
+            self.add_module(self.names[0], nn.Linear(d_model, self.inner_dim + 2 * self.kv_dim, bias=bias))
+        self.add_module(self.names[1], nn.Linear(self.inner_dim, d_model, bias=bias))
         if core is not None:
             self.set_core(core)
 
@@ -197,6 +205,11 @@ class MultiHeadAttention(nn.Module):
 
     # -- projections and heads
     @property
+    def inner_dim(self) -> int:
+        """Width of the queries and of the heads' merged output: ``n_heads * d_head``."""
+        return self.n_heads * self.d_head
+
+    @property
     def kv_dim(self) -> int:
         """Width of the keys (and of the values): ``n_kv_heads * d_head``."""
         return self.n_kv_heads * self.d_head
@@ -229,9 +242,9 @@ class MultiHeadAttention(nn.Module):
     def qkv_heads(self, x: torch.Tensor):
         """``q (B, nh, T, hs)`` and ``k, v (B, n_kv, T, hs)`` of ``x (B, T, C)``."""
         B, T, C = x.shape
-        qkv = self.qkv_proj(x)                                                      # (B, T, C + 2 n_kv hs)
+        qkv = self.qkv_proj(x)                                                      # (B, T, nh hs + 2 n_kv hs)
         if self.qkv_layout == "stacked":                                            # [q; k; v]
-            q, k, v = qkv.split((C, self.kv_dim, self.kv_dim), dim=-1)
+            q, k, v = qkv.split((self.inner_dim, self.kv_dim, self.kv_dim), dim=-1)
             return self.split_heads(q), self.split_heads(k), self.split_heads(v)
         G = self.n_heads // self.n_kv_heads                                         # per group g: [q x G | k_g | v_g]
         qkv = qkv.view(B, T, self.n_kv_heads, G + 2, self.d_head)                   # (B, T, n_kv, G + 2, hs)
@@ -293,7 +306,8 @@ class MultiHeadAttention(nn.Module):
         core = self.__dict__.get("core")
         inner = f", {type(core).__name__}({core.extra_repr()})" if core is not None else ""
         kv = f", num_kv_heads={self.n_kv_heads}" if self.n_kv_heads != self.n_heads else ""
-        return f"d_model={self.d_model}, n_heads={self.n_heads}{kv}{inner}"
+        hd = f", head_dim={self.d_head}" if self.d_head * self.n_heads != self.d_model else ""
+        return f"d_model={self.d_model}, n_heads={self.n_heads}{kv}{hd}{inner}"
 
 
 class SparseSelfAttention(MultiHeadAttention):
