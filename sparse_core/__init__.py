@@ -23,8 +23,9 @@ __all__ = [
     "block_sparse_attention",
     "Pattern", "BlockLayout", "dense", "causal", "union", "intersection", "per_head",
     "sliding_window", "dilated", "block_local", "strided", "fixed", "axial", "global_tokens",
-    "random_pattern", "longformer", "bigbird", "sample_plan", "topk",
-    "deepspeed_fixed", "deepspeed_variable", "deepspeed_bigbird", "deepspeed_bslongformer", "deepspeed_layout",
+    "random_pattern", "longformer", "bigbird", "max_random_blocks", "sample_plan", "topk",
+    "deepspeed_fixed", "deepspeed_variable", "deepspeed_bigbird", "deepspeed_bslongformer", "deepspeed_local",
+    "deepspeed_dense", "deepspeed_layout",
 ]
 
 

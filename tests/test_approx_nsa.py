@@ -123,3 +123,88 @@ def test_float32_layer_trains():
 def test_bad_arguments(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+# ---------------------------------------------------------------- the reference implementation, matched
+
+class _MeanThenLinear(torch.nn.Module):
+    """The course's compression as the reference's ``compress_mlp``: [b, h, w, n, d] -> phi(mean over n)."""
+
+    def __init__(self, phi):
+        super().__init__()
+        self.phi = phi
+
+    def forward(self, x):
+        return self.phi(x.mean(-2))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seed,heads,d_head,B,n_select,window,n", [(0, 2, 8, 4, 2, 4, 32), (1, 3, 4, 8, 3, 6, 48),
+                                                                     (2, 1, 8, 4, 1, 5, 20)])
+def test_equals_native_sparse_attention_pytorch_in_a_matched_configuration(monkeypatch, causal, seed, heads, d_head,
+                                                                            B, n_select, window, n):
+    """native-sparse-attention-pytorch 0.2.3 with the course's choices: no RMSNorm, no rotary (patched out),
+    compression = mean + linear over non-overlapping blocks (stride = block = selection block), one memory
+    pair, one key/value head per query head, no projection biases, and a length that is a multiple of the
+    block (the reference leaves a partial last block uncompressed) and of the window (its bidirectional
+    window pads the sequence to a multiple of the window and lets the last rows see the zero padding).
+    Causal: the reference adds the query's own block on top of its selected blocks (here it is one of
+    n_select, so the reference selects n_select - 1), and shows a compressed block only from the token
+    after its last one, where this library shows it from its last token on: rows i = aB + B - 1 differ
+    by that one block and are left out. Everything else agrees in float64, outputs and input gradients."""
+    nsa_ref = pytest.importorskip("native_sparse_attention_pytorch.native_sparse_attention",
+                                  reason="native-sparse-attention-pytorch is not installed (extra 'equiv')")
+    torch.manual_seed(seed)
+    dim = heads * d_head
+    ours = NSASelfAttention(dim, heads, block_size=B, n_select=n_select, window=window, causal=causal,
+                            num_mem_kv=1).double()
+    with torch.no_grad():
+        ours.qkv.bias.zero_()
+        ours.out.bias.zero_()
+        ours.mem_k.normal_()
+        ours.mem_v.normal_()
+    theirs = nsa_ref.SparseAttention(
+        dim=dim, dim_head=d_head, heads=heads, sliding_window_size=window, compress_block_size=B,
+        compress_block_sliding_stride=B, selection_block_size=B,
+        num_selected_blocks=n_select - 1 if causal else n_select, num_compressed_mem_kv=1, causal=causal,
+        norm=False, compress_mlp=_MeanThenLinear(torch.nn.Linear(d_head, d_head, bias=False)),
+        strategy_combine_mlp=torch.nn.Linear(dim, 3 * heads)).double()
+    monkeypatch.setattr(theirs.rotary_emb, "rotate_queries_with_cached_keys", lambda q, k: (q, k))
+    with torch.no_grad():
+        theirs.to_qkv.weight.copy_(ours.qkv.weight)
+        theirs.combine_heads.weight.copy_(ours.out.weight)
+        theirs.k_compress.phi.weight.copy_(ours.phi_k.weight)
+        theirs.v_compress.phi.weight.copy_(ours.phi_v.weight)
+        theirs.k_intrablock_positions.copy_(ours.pos_k.expand(heads, -1, -1))
+        theirs.v_intrablock_positions.copy_(ours.pos_v.expand(heads, -1, -1))
+        theirs.compress_mem_kv.copy_(torch.stack([ours.mem_k, ours.mem_v]))
+        theirs.to_strategy_combine[0].weight.copy_(ours.gate.weight)
+        theirs.to_strategy_combine[0].bias.copy_(ours.gate.bias)
+    x = torch.randn(2, n, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 100))
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ours(x1), theirs(x2)
+    rows = torch.arange(n) % B != B - 1 if causal else torch.ones(n, dtype=torch.bool)
+    torch.testing.assert_close(y1[:, rows], y2[:, rows], atol=1e-12, rtol=0)
+    y1[:, rows].square().sum().backward()
+    y2[:, rows].square().sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-10, rtol=0)
+    if causal:  # the rows left out differ, and only through the compressed branch's one extra block
+        assert not torch.allclose(y1[:, ~rows], y2[:, ~rows])
+
+
+def test_memory_pairs_join_the_compressed_branch_only():
+    q, k, v = _qkv(7, n=24)
+    k_cmp, v_cmp = compress_blocks(k, 8), compress_blocks(v, 8)
+    g = torch.Generator().manual_seed(8)
+    k_mem, v_mem = torch.randn(3, 2, 8, generator=g, dtype=torch.float64), torch.randn(3, 2, 5, generator=g,
+                                                                                        dtype=torch.float64)
+    plain = nsa_branches(q, k, v, k_cmp, v_cmp, 8, 2, 3, causal=True)
+    mem = nsa_branches(q, k, v, k_cmp, v_cmp, 8, 2, 3, causal=True, k_mem=k_mem, v_mem=v_mem)
+    torch.testing.assert_close(mem[1], plain[1], atol=0, rtol=0)  # selection and window ignore the memory
+    torch.testing.assert_close(mem[2], plain[2], atol=0, rtol=0)
+    keep = torch.cat([torch.ones(24, 2, dtype=torch.bool), compressed_keep(24, 3, 8, True)], -1)
+    kc = torch.cat([k_mem.expand(2, 3, 2, 8), k_cmp], -2)
+    vc = torch.cat([v_mem.expand(2, 3, 2, 5), v_cmp], -2)
+    torch.testing.assert_close(mem[0], reference.attention(q, kc, vc, mask=keep), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="`k_mem` and `v_mem` go together"):
+        nsa_branches(q, k, v, k_cmp, v_cmp, 8, 2, 3, k_mem=k_mem)

@@ -31,6 +31,11 @@ length = selection block size), :math:`\varphi` is mean pooling plus a linear ma
 a small MLP), selection is per head (the paper shares it within a GQA group), and only the
 current block is forced (the paper always activates the first block and two local blocks).
 
+Optionally (``num_mem_kv``) learned memory key/value pairs join the compressed branch, visible to
+every query, as in ``native-sparse-attention-pytorch``; with the choices above made there as well,
+that package's ``SparseAttention`` (0.2.3) gives the same outputs (``tests/test_approx_nsa.py``), except
+that it shows a causal query a block summary only after the block's last token.
+
 Each branch is exact softmax attention over its set, so each equals the dense oracle with the
 corresponding mask (and, for the compressed branch, the compressed keys and values).
 
@@ -112,11 +117,14 @@ def selected_token_mask(sel: torch.Tensor, block_size: int, n_k: int, causal: bo
 
 
 def nsa_branches(q, k, v, k_cmp, v_cmp, block_size: int, n_select: int, window: int, scale=None,
-                 causal: bool = False, chunk: int = 256):
+                 causal: bool = False, chunk: int = 256, k_mem=None, v_mem=None):
     """The three branch outputs ``(o_cmp, o_slc, o_win)``, each ``[..., n, d_v]``.
 
     ``q, k [..., n, d]``, ``v [..., n, d_v]``; ``k_cmp [..., n_blocks, d]``, ``v_cmp [..., n_blocks, d_v]``
-    with ``n_blocks = ceil(n / block_size)`` (e.g. from :func:`compress_blocks`).
+    with ``n_blocks = ceil(n / block_size)`` (e.g. from :func:`compress_blocks`). ``k_mem [..., m, d]``,
+    ``v_mem [..., m, d_v]`` (optional, broadcast over the leading dimensions): memory key/value pairs
+    that every query sees in the compressed branch beside the blocks (they take no part in the
+    selection), as ``native-sparse-attention-pytorch``'s ``num_compressed_mem_kv``.
     """
     q, k, v, scale = check_qkv(q, k, v, scale, same_length=True)
     block_size = V.check_positive_int("block_size", block_size)
@@ -132,9 +140,21 @@ def nsa_branches(q, k, v, k_cmp, v_cmp, block_size: int, n_select: int, window: 
                              f"got {getattr(t, 'shape', type(t).__name__)}")
         if t.dtype != q.dtype:
             raise TypeError(f"`{name}` must have the dtype of `q` ({q.dtype}), got {t.dtype}")
-    # compressed
+    # compressed (with the memory pairs first, visible to every query)
     keep_c = compressed_keep(n, nb, block_size, causal, q.device)
-    o_cmp = masked_attention(torch.matmul(q, k_cmp.transpose(-1, -2)) * scale, keep_c, v_cmp)
+    kc, vc = k_cmp, v_cmp
+    if (k_mem is None) != (v_mem is None):
+        raise ValueError("`k_mem` and `v_mem` go together: pass both or neither")
+    if k_mem is not None:
+        lead = torch.broadcast_shapes(k_cmp.shape[:-2], k_mem.shape[:-2])
+        m = k_mem.shape[-2]
+        if k_mem.shape[-1] != q.shape[-1] or v_mem.shape[-1] != v.shape[-1] or v_mem.shape[-2] != m:
+            raise ValueError(f"`k_mem`, `v_mem` must be [..., m, d={q.shape[-1]}] and [..., m, d_v={v.shape[-1]}], "
+                             f"got {tuple(k_mem.shape)} and {tuple(v_mem.shape)}")
+        kc = torch.cat([k_mem.expand(*lead, m, q.shape[-1]), k_cmp.expand(*lead, nb, q.shape[-1])], dim=-2)
+        vc = torch.cat([v_mem.expand(*lead, m, v.shape[-1]), v_cmp.expand(*lead, nb, v.shape[-1])], dim=-2)
+        keep_c = torch.cat([torch.ones(n, m, dtype=torch.bool, device=q.device), keep_c], dim=-1)
+    o_cmp = masked_attention(torch.matmul(q, kc.transpose(-1, -2)) * scale, keep_c, vc)
     # selected
     sel = select_blocks(q, k_cmp, block_size, n_select, scale, causal)
     o_slc = chunked_masked_attention(q, k, v, scale,
@@ -153,11 +173,11 @@ def nsa_branches(q, k, v, k_cmp, v_cmp, block_size: int, n_select: int, window: 
 
 
 def nsa_attention(q, k, v, gates, k_cmp, v_cmp, block_size: int, n_select: int, window: int, scale=None,
-                  causal: bool = False, chunk: int = 256) -> torch.Tensor:
+                  causal: bool = False, chunk: int = 256, k_mem=None, v_mem=None) -> torch.Tensor:
     """Gated sum of the three branches; ``gates [..., n, 3]`` in (0, 1) (cmp, slc, win). -> ``[..., n, d_v]``."""
     if not isinstance(gates, torch.Tensor) or gates.ndim < 2 or gates.shape[-1] != 3 or gates.shape[-2] != q.shape[-2]:
         raise ValueError(f"`gates` must be a tensor [..., n={q.shape[-2]}, 3], got {getattr(gates, 'shape', type(gates).__name__)}")
-    branches = nsa_branches(q, k, v, k_cmp, v_cmp, block_size, n_select, window, scale, causal, chunk)
+    branches = nsa_branches(q, k, v, k_cmp, v_cmp, block_size, n_select, window, scale, causal, chunk, k_mem, v_mem)
     return sum(gates[..., c, None] * o for c, o in enumerate(branches))
 
 
@@ -172,7 +192,7 @@ class NSACore(AttentionCore):
     """
 
     def __init__(self, d_model: int, n_heads: int, block_size: int = 32, n_select: int = 4, window: int = 64,
-                 causal: bool = False, chunk: int = 256, pos_std: float = 0.02):
+                 causal: bool = False, chunk: int = 256, pos_std: float = 0.02, num_mem_kv: int = 0):
         super().__init__()
         d_head = d_model // n_heads
         self.n_heads = n_heads
@@ -189,6 +209,10 @@ class NSACore(AttentionCore):
         self.phi_k = nn.Linear(d_head, d_head, bias=False)
         self.phi_v = nn.Linear(d_head, d_head, bias=False)
         self.gate = nn.Linear(d_model, 3 * n_heads, bias=True)
+        self.num_mem_kv = V.check_nonnegative_int("num_mem_kv", num_mem_kv)
+        if self.num_mem_kv:  # learned memory pairs of the compressed branch, per head (zeros, as the reference)
+            self.mem_k = nn.Parameter(torch.zeros(n_heads, self.num_mem_kv, d_head))
+            self.mem_v = nn.Parameter(torch.zeros(n_heads, self.num_mem_kv, d_head))
 
     def compressed(self, k, v):
         """Compressed keys and values ``(B, nh, ceil(T / block_size), hs)``."""
@@ -204,8 +228,9 @@ class NSACore(AttentionCore):
         k_cmp, v_cmp = self.compressed(k, v)
         if self.stats is not None:
             self._count(q, k_cmp)
+        mem = (self.mem_k, self.mem_v) if self.num_mem_kv else (None, None)
         return nsa_attention(q, k, v, self.gates(x), k_cmp, v_cmp, self.block_size, self.n_select, self.window,
-                             causal=self.causal, chunk=self.chunk)
+                             causal=self.causal, chunk=self.chunk, k_mem=mem[0], v_mem=mem[1])
 
     @torch.no_grad()
     def _count(self, q, k_cmp):
@@ -233,6 +258,6 @@ class NSASelfAttention(MultiHeadAttention):
     """
 
     def __init__(self, d_model: int, n_heads: int, block_size: int = 32, n_select: int = 4, window: int = 64,
-                 causal: bool = False, chunk: int = 256, bias: bool = True):
+                 causal: bool = False, chunk: int = 256, bias: bool = True, num_mem_kv: int = 0):
         super().__init__(d_model, n_heads, bias=bias)
-        self.set_core(NSACore(d_model, n_heads, block_size, n_select, window, causal, chunk))
+        self.set_core(NSACore(d_model, n_heads, block_size, n_select, window, causal, chunk, num_mem_kv=num_mem_kv))
