@@ -42,48 +42,28 @@ def use_help_formatter(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _number_type(convert, accept, noun: str, wanted: str, doc: str):
+    """An argparse type: ``convert(text)`` (else "expected {noun}"), then ``accept(value)`` (else
+    "expected {wanted}")."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+    parse.__doc__ = doc
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a number >= 0 (finite)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+positive_float = _number_type(float, lambda v: v > 0, "a number", "a positive number", "argparse type: a number > 0.")
+positive_int = _number_type(int, lambda v: v > 0, "a whole number", "a positive whole number",
+                            "argparse type: a whole number > 0.")
+non_negative_float = _number_type(float, lambda v: 0 <= v < float("inf"), "a number", "a number >= 0",
+                                  "argparse type: a number >= 0 (finite).")
+non_negative_int = _number_type(int, lambda v: v >= 0, "a whole number", "a whole number >= 0",
+                                "argparse type: a whole number >= 0.")
 
 
 def passive_openmp() -> None:

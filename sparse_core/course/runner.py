@@ -282,8 +282,8 @@ def run_grading(
                 if killed_for_time:
                     r.status = "timeout"
                     r.message = f"still running after {timeout + grace:.0f} s; stopped"
-                elif _death(proc.returncode, limits):
-                    r.status, r.message = _death(proc.returncode, limits)
+                elif stopped := _death(proc.returncode, limits):
+                    r.status, r.message = stopped
                 else:
                     tail = log_path.read_text(errors="replace").strip().splitlines()[-12:]
                     r.status = "crashed"
