@@ -285,3 +285,17 @@ def test_global_indices_beyond_the_sequence_apply_once_it_reaches_them():
     np.testing.assert_array_equal(far.to_layout(16, 16, 4).to_dense(), P.global_tokens([0]).to_layout(16, 16, 4).to_dense())
     lf = P.longformer(3, [0, 20])
     np.testing.assert_array_equal(lf.to_dense(9, 9), P.longformer(3, [0]).to_dense(9, 9))
+
+
+@pytest.mark.parametrize("seq_len,block,g,w", [(64, 16, 1, 3), (200, 16, 1, 3), (160, 8, 2, 5), (90, 10, 0, 1),
+                                             (96, 8, 1, 4), (48, 16, 2, 3)])
+def test_max_random_blocks_is_what_the_fullest_draw_places_in_its_poorest_row(seq_len, block, g, w):
+    nb = -(-seq_len // block)
+    plan = P.sample_plan(nb, nb, g, w)  # ask for more than fits: every row takes all its candidates
+    filled = (plan[0, g:nb - g] >= 0).sum(-1)
+    expected = int(filled.min()) if filled.size else nb
+    assert P.max_random_blocks(seq_len, block, g, w) == expected
+    if filled.size:
+        P.bigbird(seq_len, block, expected, g, w)  # exactly what fits is accepted
+        with pytest.raises(ValueError, match=f"`num_random_blocks`={expected + 1} cannot be placed"):
+            P.bigbird(seq_len, block, expected + 1, g, w)

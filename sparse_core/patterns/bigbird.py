@@ -43,11 +43,16 @@ def sample_plan(n_blocks: int, num_random_blocks: int, num_global_blocks: int = 
 
 
 def _fewest_candidates(n_blocks: int, g: int, window_blocks: int) -> int | None:
-    """The fewest random-block candidates of any non-global row (None when every row is global)."""
-    half = window_blocks // 2
-    middle = np.arange(g, max(g, n_blocks - g))
-    counts = [int((np.abs(middle - a) > half).sum()) for a in range(g, n_blocks - g)]
-    return min(counts) if counts else None
+    """The fewest random-block candidates of any non-global row (None when every row is global).
+
+    A row draws from the ``M = n_blocks - 2 g`` middle blocks outside its window of
+    ``2 (window_blocks // 2) + 1`` blocks; the central row has its whole window (or all ``M``)
+    inside the middle, so it has the fewest: ``max(0, M - window)``.
+    """
+    middle = n_blocks - 2 * g
+    if middle <= 0:
+        return None
+    return max(0, middle - (2 * (window_blocks // 2) + 1))
 
 
 def max_random_blocks(seq_len: int, block_size: int, num_global_blocks: int = 1, window_blocks: int = 3) -> int:
@@ -67,9 +72,7 @@ def _check_random_fits(seq_len, block_size, nb, r, g, w) -> None:
     fewest = _fewest_candidates(nb, g, w)
     if r == 0 or fewest is None or fewest >= r:
         return
-    need = nb
-    while _fewest_candidates(need, g, w) is not None and _fewest_candidates(need, g, w) < r:
-        need += 1
+    need = r + 2 * g + 2 * (w // 2) + 1  # blocks for which the central row has r candidates
     raise ValueError(
         f"`num_random_blocks`={r} cannot be placed: seq_len={seq_len} in blocks of {block_size} is {nb} blocks, and "
         f"with {g} global block(s) at each end and a window of {w} blocks some row has only {fewest} other "
