@@ -216,10 +216,9 @@ def _retyped(x):
     import torch
 
     if isinstance(x, np.ndarray):
-        return {np.dtype(bool): np.uint8, np.dtype(np.float32): np.float64}.get(
-            x.dtype, np.float64 if x.dtype.kind in "iu" else np.longdouble)(x) if x.ndim == 0 else x.astype(
-            {np.dtype(bool): np.uint8, np.dtype(np.float32): np.float64}.get(
-                x.dtype, np.float64 if x.dtype.kind in "iu" else np.longdouble))
+        other = {np.dtype(bool): np.uint8, np.dtype(np.float32): np.float64}.get(
+            x.dtype, np.float64 if x.dtype.kind in "iu" else np.longdouble)
+        return x.astype(other)
     if isinstance(x, np.generic):
         return _retyped(np.asarray(x))
     if isinstance(x, torch.Tensor):

@@ -24,7 +24,6 @@ The returned value is described by a small *spec* string, written next to each c
 """
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import inspect
@@ -186,8 +185,10 @@ def _digest(data: np.ndarray) -> bytes:
 
 
 def _fingerprint(value: Any):
-    """Something that changes when ``value``'s contents change, without allocating numpy memory
-    (so a memory check of the call is not disturbed): a hash of the array's bytes."""
+    """Something equal before and after a call exactly when ``value``'s contents did not change,
+    without allocating numpy memory (so a memory check of the call is not disturbed): arrays and
+    CPU tensors by a hash of their bytes, lists, tuples and dicts element by element, numbers and
+    strings by their repr, anything else by identity."""
     if isinstance(value, np.ndarray):
         data = value if value.flags.c_contiguous else np.ascontiguousarray(value)
         return ("ndarray", value.shape, str(value.dtype), _digest(data))
@@ -195,34 +196,33 @@ def _fingerprint(value: Any):
     if isinstance(value, torch.Tensor):
         t = value.detach()
         if t.device.type != "cpu" or t.is_sparse:
-            return None
+            return ("object", id(value))
         t = t.contiguous()
         if t.dtype == torch.bfloat16:
             t = t.view(torch.int16)
         return ("tensor", tuple(t.shape), str(t.dtype), _digest(t.numpy()))
-    if isinstance(value, (list, dict, set)):
-        try:
-            return ("container", copy.deepcopy(value))
-        except Exception:  # noqa: BLE001 - an uncopyable container is not checked
-            return None
-    return None
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_fingerprint(x) for x in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((repr(k), _fingerprint(x)) for k, x in value.items()))
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, tuple(sorted(repr(x) for x in value)))
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
+        return ("value", repr(value))  # repr: a NaN equals itself
+    return ("object", id(value))
 
 
-def _same(a, b) -> bool:
-    if a[0] == "container":
-        try:
-            return bool(a[1] == b[1])
-        except Exception:  # noqa: BLE001 - arrays inside lists compare elementwise
-            return all(_same(_fingerprint(x), _fingerprint(y)) for x, y in zip(a[1], b[1])) if (
-                isinstance(a[1], list) and isinstance(b[1], list) and len(a[1]) == len(b[1])) else False
-    return a == b
+def _watched(value: Any) -> bool:
+    """Arguments whose contents the rule covers: arrays, tensors and containers."""
+    torch = _torch()
+    return isinstance(value, (np.ndarray, torch.Tensor, list, tuple, dict, set))
 
 
-def _bound(fn: Callable, args: tuple, kwargs: dict) -> dict:
+def _bound(sig: inspect.Signature | None, args: tuple, kwargs: dict) -> dict:
+    """The call's arguments by name (``argument i`` when the signature does not fit)."""
     try:
-        sig = inspect.signature(fn)
         bound = sig.bind(*args, **kwargs).arguments
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError):
         out = {f"argument {i}": a for i, a in enumerate(args)}
         out.update(kwargs)
         return out
@@ -244,14 +244,18 @@ def guarded(fn: Callable, function: str, returns: str | None) -> Callable:
     if returns == "kernel":
         return fn
 
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        named = _bound(fn, args, kwargs)
-        before = {name: fp for name, value in named.items() if (fp := _fingerprint(value)) is not None}
+        named = _bound(sig, args, kwargs)
+        before = {name: _fingerprint(value) for name, value in named.items() if _watched(value)}
         result = fn(*args, **kwargs)
         for name, fp in before.items():
-            after = _fingerprint(named[name])
-            if after is None or not _same(fp, after):
+            if _fingerprint(named[name]) != fp:
                 raise AssertionError(f"{function} modified its argument `{name}` in place; leave the inputs as "
                                      "they are and work on a copy")
         if returns is not None:
